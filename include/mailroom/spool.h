@@ -1,0 +1,111 @@
+// The durable spool: RocksDB column families for jobs, the due index, the
+// event outbox, suppressions, provider message ids and retention. Every
+// mutation is one WriteBatch, so a job's state and the event reporting it are
+// persisted together or not at all (transactional outbox).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mailroom/config.h"
+#include "mailroom/result.h"
+#include "mailroom/v1/delivery_event.pb.h"
+#include "mailroom/v1/spool.pb.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class WriteBatch;
+}  // namespace rocksdb
+
+namespace mailroom {
+
+// Jobs accepted from one poll batch plus the events (ACCEPTED, REJECTED) that
+// report them; written as one synced WriteBatch.
+struct IngestBatch {
+  std::vector<v1::JobRecord> jobs;
+  std::vector<v1::DeliveryEvent> events;
+};
+
+struct SpoolStats {
+  std::map<v1::JobState, int64_t> jobs_by_state;  // every state, zero included
+  int64_t queued_jobs = 0;     // not finished: queued, sending or deferred
+  int64_t outbox_pending = 0;  // events not yet published
+  uint64_t disk_bytes = 0;     // SST + blob files + memtables
+};
+
+struct OutboxEntry {
+  uint64_t seq;
+  v1::DeliveryEvent event;
+};
+
+class Spool {
+ public:
+  // Opens (creating if needed) the spool at config.path. With read_only the
+  // spool may be inspected while a service holds it open.
+  static Result<std::unique_ptr<Spool>> Open(const SpoolConfig& config, bool read_only = false);
+  ~Spool();
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+
+  // Which of `keys` (JobKey) are already spooled; same order as `keys`.
+  Result<std::vector<bool>> ContainsJobs(const std::vector<std::string>& keys);
+
+  // Writes the batch's jobs (jobs + due index), state counters and events in
+  // one WriteBatch with the WAL synced.
+  Status CommitIngest(const IngestBatch& batch);
+
+  Result<std::optional<v1::JobRecord>> GetJob(const std::string& tenant, const std::string& id);
+
+  // Leases up to `max` jobs due at `now_ms`: each job's due entry moves to
+  // now_ms + lease_ms, so a crashed lease simply falls due again.
+  Result<std::vector<v1::JobRecord>> LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max);
+
+  // The earliest due time in the index, if any.
+  Result<std::optional<int64_t>> NextDueMs();
+
+  // Outbox, oldest first.
+  Result<std::vector<OutboxEntry>> ReadOutbox(size_t max);
+  Status DeleteOutbox(const std::vector<uint64_t>& seqs);
+
+  SpoolStats Stats();
+
+  // Clears a background error (e.g. after disk space was freed) so writes can
+  // go on. Returns the error if the DB cannot resume yet.
+  Status Resume();
+
+  // Flushes memtables and closes cleanly; further calls fail.
+  Status Close();
+
+  const std::string& path() const { return path_; }
+
+ private:
+  Spool() = default;
+  Status Write(rocksdb::WriteBatch& batch, bool sync);
+  void Count(rocksdb::WriteBatch& batch, v1::JobState state, int64_t delta);
+  int64_t Counter(const std::string& key);
+
+  std::string path_;
+  bool read_only_ = false;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;  // default CF: schema, counters
+  rocksdb::ColumnFamilyHandle* jobs_ = nullptr;
+  rocksdb::ColumnFamilyHandle* due_ = nullptr;
+  rocksdb::ColumnFamilyHandle* outbox_ = nullptr;
+  std::mutex seq_mu_;
+  uint64_t next_seq_ = 1;  // guarded by seq_mu_
+};
+
+// Spool key encodings (exposed for tests and tools).
+std::string JobKey(const std::string& tenant, const std::string& id);
+std::string DueKey(int64_t due_ms, const std::string& tenant, const std::string& id);
+std::string OutboxKey(uint64_t seq);
+bool IsFinished(v1::JobState state);
+
+}  // namespace mailroom

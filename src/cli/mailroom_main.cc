@@ -1,0 +1,107 @@
+// mailroom: the outbound mail service. See README.md and docs/.
+#include <CLI/CLI.hpp>
+#include <prometheus/registry.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <iostream>
+#include <thread>
+
+#include "http/http_server.h"
+#include "ingest/backpressure.h"
+#include "mailroom/config.h"
+#include "mailroom/health.h"
+#include "mailroom/ingest.h"
+#include "mailroom/spool.h"
+#include "metrics/ingest_probe.h"
+
+namespace {
+
+int Run(const mailroom::Config& config) {
+  spdlog::set_level(spdlog::level::from_str(config.log.level));
+
+  // SIGTERM/SIGINT are taken by a waiting thread, so the loops see a flag.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::atomic<bool> stop{false};
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("received signal {}; shutting down", sig);
+    stop = true;
+  });
+  signal_thread.detach();
+
+  auto spool = mailroom::Spool::Open(config.spool);
+  if (!spool) {
+    spdlog::critical("{}", spool.error().message);
+    return 1;
+  }
+  prometheus::Registry registry;
+  mailroom::Health health;
+  mailroom::IngestProbe probe(registry);
+  mailroom::HttpServer http(registry, health, [&] {
+    probe.SpoolStats((*spool)->Stats(), mailroom::FreeDiskBytes(config.spool.path));
+  });
+  if (auto s = http.Start(config.http.listen); !s) {
+    spdlog::critical("{}", s.error().message);
+    return 1;
+  }
+  spdlog::info("mailroom {} listening on http://{} (spool {})", MAILROOM_VERSION,
+               config.http.listen, config.spool.path);
+
+  mailroom::IngestService ingest(config, **spool, probe, health);
+  if (auto s = ingest.Start(); !s) {
+    spdlog::critical("{}", s.error().message);
+    return 1;
+  }
+  auto ran = ingest.Run(stop);
+  http.Stop();
+  if (auto s = (*spool)->Close(); !s) {
+    spdlog::error("{}", s.error().message);
+    return 1;
+  }
+  spdlog::info("mailroom stopped cleanly");
+  return ran ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "mailroom: outbound mail service. Consumes MailJob records from Kafka topics\n"
+      "mail.jobs.<tenant>, spools them durably in RocksDB and reports DeliveryEvents.\n"
+      "Configuration reference: docs/configuration.md"};
+  std::string config_path, check_path;
+  auto* run = app.add_option("-c,--config", config_path, "Run the service with this YAML config file")
+                  ->check(CLI::ExistingFile);
+  app.add_option("--check-config", check_path,
+                 "Validate a config file and exit: 0 if valid, 2 naming the offending key if not")
+      ->excludes(run);
+  app.set_version_flag("--version", std::string("mailroom ") + MAILROOM_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  if (!check_path.empty()) {
+    auto config = mailroom::LoadConfigFile(check_path);
+    if (!config) {
+      std::cerr << "invalid config: " << config.error().message << "\n";
+      return 2;
+    }
+    std::cout << check_path << ": ok\n";
+    return 0;
+  }
+  if (config_path.empty()) {
+    std::cerr << app.help();
+    return 2;
+  }
+  auto config = mailroom::LoadConfigFile(config_path);
+  if (!config) {
+    std::cerr << "invalid config: " << config.error().message << "\n";
+    return 2;
+  }
+  return Run(*config);
+}

@@ -1,0 +1,277 @@
+#include "mailroom/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace mailroom {
+namespace {
+
+// Thrown only inside this file; ParseConfig turns it into an Error.
+struct ConfigError {
+  std::string message;
+};
+
+[[noreturn]] void Throw(const std::string& path, const std::string& why) {
+  throw ConfigError{path + ": " + why};
+}
+
+// Replaces ${VAR} and ${file:/path} references in a string value.
+std::string ExpandSecrets(const std::string& path, const std::string& value) {
+  std::string out;
+  size_t pos = 0;
+  while (true) {
+    size_t start = value.find("${", pos);
+    if (start == std::string::npos) break;
+    size_t end = value.find('}', start);
+    if (end == std::string::npos) Throw(path, "unterminated ${...} reference");
+    out.append(value, pos, start - pos);
+    std::string ref = value.substr(start + 2, end - start - 2);
+    if (ref.rfind("file:", 0) == 0) {
+      std::ifstream in(ref.substr(5), std::ios::binary);
+      if (!in) Throw(path, "cannot read secret file '" + ref.substr(5) + "'");
+      std::stringstream ss;
+      ss << in.rdbuf();
+      std::string secret = ss.str();
+      while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+      out += secret;
+    } else {
+      const char* env = std::getenv(ref.c_str());
+      if (env == nullptr) Throw(path, "environment variable '" + ref + "' is not set");
+      out += env;
+    }
+    pos = end + 1;
+  }
+  out.append(value, pos);
+  return out;
+}
+
+// A mapping node whose keys must all be known; reports the first unknown one.
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string path) : node_(node), path_(std::move(path)) {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) Throw(path_, "must be a mapping");
+  }
+  ~Section() noexcept(false) {
+    if (!node_ || !node_.IsMap() || std::uncaught_exceptions() > 0) return;
+    for (const auto& kv : node_) {
+      auto key = kv.first.as<std::string>();
+      if (!known_.count(key)) Throw(Key(key), "unknown key");
+    }
+  }
+
+  std::string Key(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+  YAML::Node Get(const std::string& key) {
+    known_.insert(key);
+    return node_ && node_.IsMap() ? node_[key] : YAML::Node();
+  }
+
+  void String(const std::string& key, std::string& out) {
+    auto n = Get(key);
+    if (!n || n.IsNull()) return;
+    if (!n.IsScalar()) Throw(Key(key), "must be a string");
+    out = ExpandSecrets(Key(key), n.Scalar());
+  }
+
+  template <typename Int>
+  void Integer(const std::string& key, Int& out, long long min, long long max) {
+    auto n = Get(key);
+    if (!n || n.IsNull()) return;
+    long long v = 0;
+    const std::string& s = n.Scalar();
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (!n.IsScalar() || ec != std::errc() || p != s.data() + s.size()) {
+      Throw(Key(key), "must be an integer, got '" + s + "'");
+    }
+    if (v < min || v > max) {
+      Throw(Key(key), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    }
+    out = static_cast<Int>(v);
+  }
+
+  void Bytes(const std::string& key, uint64_t& out) {
+    auto n = Get(key);
+    if (!n || n.IsNull()) return;
+    if (!n.IsScalar()) Throw(Key(key), "must be a size such as 512MiB");
+    auto r = ParseByteSize(n.Scalar());
+    if (!r) Throw(Key(key), r.error().message);
+    out = *r;
+  }
+
+  void StringList(const std::string& key, std::vector<std::string>& out) {
+    auto n = Get(key);
+    if (!n || n.IsNull()) return;
+    if (!n.IsSequence()) Throw(Key(key), "must be a list of strings");
+    out.clear();
+    for (size_t i = 0; i < n.size(); ++i) {
+      std::string item_path = Key(key) + "[" + std::to_string(i) + "]";
+      if (!n[i].IsScalar()) Throw(item_path, "must be a string");
+      out.push_back(ExpandSecrets(item_path, n[i].Scalar()));
+    }
+  }
+
+  void StringMap(const std::string& key, std::map<std::string, std::string>& out) {
+    auto n = Get(key);
+    if (!n || n.IsNull()) return;
+    if (!n.IsMap()) Throw(Key(key), "must be a mapping of strings");
+    for (const auto& kv : n) {
+      auto name = kv.first.as<std::string>();
+      if (!kv.second.IsScalar()) Throw(Key(key) + "." + name, "must be a string");
+      out[name] = ExpandSecrets(Key(key) + "." + name, kv.second.Scalar());
+    }
+  }
+
+ private:
+  YAML::Node node_;
+  std::string path_;
+  std::set<std::string> known_;
+};
+
+void ParseWaterMarks(Section& parent, const std::string& key, WaterMarks& marks) {
+  Section s(parent.Get(key), parent.Key(key));
+  s.Integer("queued_jobs", marks.queued_jobs, 0, INT64_MAX);
+  s.Bytes("spool_bytes", marks.spool_bytes);
+  s.Bytes("free_disk_bytes", marks.free_disk_bytes);
+}
+
+void Validate(const Config& c) {
+  if (c.kafka.brokers.empty()) Throw("kafka.brokers", "must not be empty");
+  if (c.kafka.group_id.empty()) Throw("kafka.group_id", "must not be empty");
+  if (c.kafka.topic_regex.empty() || c.kafka.topic_regex[0] != '^') {
+    Throw("kafka.topic_regex", "must be a regex starting with '^' (librdkafka subscribes by regex)");
+  }
+  if (c.kafka.deadletter_topic.empty()) Throw("kafka.deadletter_topic", "must not be empty");
+  if (c.spool.path.empty()) Throw("spool.path", "must not be empty");
+  auto check = [](const char* what, uint64_t high, uint64_t low, bool floor) {
+    if (high == 0) return;
+    if (floor ? low < high : low > high) {
+      Throw(std::string("spool.low_water.") + what,
+            floor ? "must be at least spool.high_water's value (it is a free-space floor)"
+                  : "must not exceed spool.high_water's value");
+    }
+  };
+  check("queued_jobs", c.spool.high_water.queued_jobs, c.spool.low_water.queued_jobs, false);
+  check("spool_bytes", c.spool.high_water.spool_bytes, c.spool.low_water.spool_bytes, false);
+  check("free_disk_bytes", c.spool.high_water.free_disk_bytes, c.spool.low_water.free_disk_bytes,
+        true);
+  auto colon = c.http.listen.rfind(':');
+  if (colon == std::string::npos || colon + 1 == c.http.listen.size()) {
+    Throw("http.listen", "must be host:port, got '" + c.http.listen + "'");
+  }
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error"};
+  if (!kLevels.count(c.log.level)) Throw("log.level", "must be one of trace, debug, info, warn, error");
+}
+
+Config ParseRoot(const YAML::Node& root) {
+  Config c;
+  Section top(root, "");
+  {
+    Section k(top.Get("kafka"), "kafka");
+    k.String("brokers", c.kafka.brokers);
+    k.String("group_id", c.kafka.group_id);
+    k.String("group_instance_id", c.kafka.group_instance_id);
+    k.String("topic_regex", c.kafka.topic_regex);
+    k.String("topic_prefix", c.kafka.topic_prefix);
+    k.String("deadletter_topic", c.kafka.deadletter_topic);
+    k.Integer("batch_max_messages", c.kafka.batch_max_messages, 1, 100000);
+    k.Integer("batch_max_wait_ms", c.kafka.batch_max_wait_ms, 0, 10000);
+    k.Integer("session_timeout_ms", c.kafka.session_timeout_ms, 1000, 3600000);
+    k.StringMap("properties", c.kafka.properties);
+  }
+  {
+    Section s(top.Get("spool"), "spool");
+    s.String("path", c.spool.path);
+    s.Bytes("blob_min_bytes", c.spool.blob_min_bytes);
+    s.Bytes("block_cache_bytes", c.spool.block_cache_bytes);
+    ParseWaterMarks(s, "high_water", c.spool.high_water);
+    ParseWaterMarks(s, "low_water", c.spool.low_water);
+  }
+  {
+    Section h(top.Get("http"), "http");
+    h.String("listen", c.http.listen);
+  }
+  {
+    Section l(top.Get("limits"), "limits");
+    l.Integer("max_id_length", c.limits.max_id_length, 1, 4096);
+    l.Integer("max_recipients", c.limits.max_recipients, 1, 100000);
+    l.Bytes("max_message_bytes", c.limits.max_message_bytes);
+  }
+  {
+    Section g(top.Get("log"), "log");
+    g.String("level", c.log.level);
+  }
+  auto tenants = top.Get("tenants");
+  if (tenants && !tenants.IsNull()) {
+    if (!tenants.IsMap()) Throw("tenants", "must be a mapping of tenant name to settings");
+    for (const auto& kv : tenants) {
+      TenantConfig t;
+      t.name = kv.first.as<std::string>();
+      std::string path = "tenants." + t.name;
+      if (t.name.empty() || t.name.find_first_of(" \t\r\n\0", 0, 5) != std::string::npos) {
+        Throw(path, "tenant names must be non-empty without whitespace");
+      }
+      Section s(kv.second, path);
+      s.StringList("allowed_senders", t.allowed_senders);
+      for (auto& sender : t.allowed_senders) {
+        if (sender.empty() || sender.back() == '@') Throw(path + ".allowed_senders", "empty entry");
+        for (auto& ch : sender) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      }
+      s.Integer("max_recipients", t.max_recipients, 0, 100000);
+      s.Bytes("max_message_bytes", t.max_message_bytes);
+      c.tenants[t.name] = std::move(t);
+    }
+  }
+  Validate(c);
+  return c;
+}
+
+}  // namespace
+
+Result<uint64_t> ParseByteSize(const std::string& text) {
+  uint64_t value = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || p == text.data()) {
+    return Fail(ErrorCode::kInvalidArgument, "must be a size such as 4096, 64KiB or 2GB, got '" + text + "'");
+  }
+  std::string unit(p, text.data() + text.size());
+  while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
+  static const std::pair<const char*, uint64_t> kUnits[] = {
+      {"", 1},          {"B", 1},           {"KB", 1000},       {"KiB", 1ull << 10},
+      {"MB", 1000000},  {"MiB", 1ull << 20}, {"GB", 1000000000}, {"GiB", 1ull << 30},
+      {"TB", 1000000000000ull}, {"TiB", 1ull << 40}};
+  for (const auto& [name, mult] : kUnits) {
+    if (unit == name) {
+      if (value > UINT64_MAX / mult) return Fail(ErrorCode::kInvalidArgument, "size too large");
+      return value * mult;
+    }
+  }
+  return Fail(ErrorCode::kInvalidArgument, "unknown size unit '" + unit + "' (use B, KiB, MiB, GiB, KB, MB, GB)");
+}
+
+Result<Config> ParseConfig(const std::string& yaml_text) {
+  try {
+    return ParseRoot(YAML::Load(yaml_text));
+  } catch (const ConfigError& e) {
+    return Fail(ErrorCode::kInvalidArgument, e.message);
+  } catch (const YAML::Exception& e) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "YAML syntax error at line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+}
+
+Result<Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Fail(ErrorCode::kNotFound, path + ": cannot open config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto config = ParseConfig(ss.str());
+  if (!config) return Fail(config.error().code, path + ": " + config.error().message);
+  return config;
+}
+
+}  // namespace mailroom

@@ -1,0 +1,146 @@
+#include "ingest/batch_builder.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+
+#include <unordered_set>
+
+namespace mailroom {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+void FillSource(v1::DeliveryEvent& e, const InboundRecord& r) {
+  e.set_source_topic(std::string(r.topic));
+  e.set_source_partition(r.partition);
+  e.set_source_offset(r.offset);
+}
+
+}  // namespace
+
+Result<v1::MailJob> DecodeJob(std::string_view payload, bool json) {
+  v1::MailJob job;
+  if (json) {
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    auto status = google::protobuf::util::JsonStringToMessage(
+        google::protobuf::StringPiece(payload.data(), payload.size()), &job, options);
+    if (!status.ok()) {
+      return Fail(ErrorCode::kInvalidArgument, "proto3 JSON: " + std::string(status.message()));
+    }
+    return job;
+  }
+  if (payload.empty()) return Fail(ErrorCode::kInvalidArgument, "empty record");
+  if (!job.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "not a binary MailJob (send proto3 JSON with header content-type: application/json)");
+  }
+  return job;
+}
+
+std::string BatchBuilder::TenantOf(std::string_view topic) const {
+  const std::string& prefix = config_.kafka.topic_prefix;
+  if (topic.size() <= prefix.size() || topic.substr(0, prefix.size()) != prefix) return "";
+  return std::string(topic.substr(prefix.size()));
+}
+
+Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records,
+                                       int64_t now_ms) const {
+  BuiltBatch out;
+  auto now = TimeUtil::MillisecondsToTimestamp(now_ms);
+  auto reject = [&](const InboundRecord& r, const std::string& tenant, const std::string& job_id,
+                    std::string_view reason, const std::string& detail,
+                    const v1::MailJob* job) {
+    v1::DeliveryEvent e;
+    e.set_job_id(job_id);
+    e.set_tenant(tenant);
+    e.set_type(v1::REJECTED);
+    e.set_reason(std::string(reason));
+    e.set_detail(detail);
+    *e.mutable_event_time() = now;
+    if (job) *e.mutable_metadata() = job->metadata();
+    FillSource(e, r);
+    out.batch.events.push_back(std::move(e));
+    out.tally[tenant].rejected[std::string(reason)]++;
+  };
+
+  // Decode and validate everything first, then look duplicates up in one MultiGet.
+  std::vector<std::pair<size_t, v1::JobRecord>> candidates;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const InboundRecord& r = records[i];
+    std::string tenant = TenantOf(r.topic);
+    out.tally[tenant].received++;
+    if (tenant.empty()) {
+      std::string detail = "topic '" + std::string(r.topic) + "' does not start with '" +
+                           config_.kafka.topic_prefix + "'";
+      reject(r, tenant, "", ReasonCode(RejectReason::kInvalidTopic), detail, nullptr);
+      out.dead_letters.push_back({i, std::string(ReasonCode(RejectReason::kInvalidTopic)), detail});
+      continue;
+    }
+    auto job = DecodeJob(r.payload, r.json);
+    if (!job) {
+      reject(r, tenant, "", ReasonCode(RejectReason::kUndecodable), job.error().message, nullptr);
+      out.dead_letters.push_back({i, std::string(ReasonCode(RejectReason::kUndecodable)),
+                                  job.error().message});
+      continue;
+    }
+    if (auto rejection = validator_.Check(tenant, *job, r.payload.size(), now_ms)) {
+      reject(r, tenant, job->id(), ReasonCode(rejection->reason), rejection->detail, &*job);
+      continue;
+    }
+    v1::JobRecord record;
+    record.set_tenant(tenant);
+    record.set_state(v1::JOB_STATE_QUEUED);
+    record.set_accepted_ms(now_ms);
+    int64_t due = now_ms;
+    if (job->has_not_before()) due = std::max(due, TimeUtil::TimestampToMilliseconds(job->not_before()));
+    record.set_due_ms(due);
+    record.set_source_topic(std::string(r.topic));
+    record.set_source_partition(r.partition);
+    record.set_source_offset(r.offset);
+    for (const auto* list : {&job->to(), &job->cc(), &job->bcc()}) {
+      for (const auto& a : *list) {
+        auto* rcpt = record.add_recipients();
+        rcpt->set_address(a.email());
+        rcpt->set_state(v1::JOB_STATE_QUEUED);
+      }
+    }
+    auto* h = record.add_history();
+    h->set_time_ms(now_ms);
+    h->set_state(v1::JOB_STATE_QUEUED);
+    h->set_note("accepted from " + std::string(r.topic) + "/" + std::to_string(r.partition) + "@" +
+                std::to_string(r.offset));
+    *record.mutable_job() = std::move(*job);
+    candidates.emplace_back(i, std::move(record));
+  }
+
+  std::vector<std::string> keys;
+  keys.reserve(candidates.size());
+  for (const auto& [i, rec] : candidates) keys.push_back(JobKey(rec.tenant(), rec.job().id()));
+  auto found = spool_.ContainsJobs(keys);
+  if (!found) return std::unexpected(found.error());
+
+  std::unordered_set<std::string> in_batch;
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    auto& [i, record] = candidates[c];
+    TenantTally& tally = out.tally[record.tenant()];
+    if ((*found)[c] || !in_batch.insert(keys[c]).second) {
+      tally.duplicates++;
+      continue;
+    }
+    tally.accepted++;
+    v1::DeliveryEvent e;
+    e.set_job_id(record.job().id());
+    e.set_tenant(record.tenant());
+    e.set_type(v1::ACCEPTED);
+    *e.mutable_event_time() = now;
+    *e.mutable_accepted_time() = now;
+    *e.mutable_metadata() = record.job().metadata();
+    FillSource(e, records[i]);
+    out.batch.events.push_back(std::move(e));
+    out.batch.jobs.push_back(std::move(record));
+  }
+  return out;
+}
+
+}  // namespace mailroom

@@ -1,0 +1,24 @@
+// Builds librdkafka configurations; errors name the offending property.
+#pragma once
+
+#include <librdkafka/rdkafkacpp.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "mailroom/result.h"
+
+namespace mailroom {
+
+using KafkaProps = std::map<std::string, std::string>;
+
+// Applies `base`, then `overrides` (config kafka.properties win).
+Result<std::unique_ptr<RdKafka::Conf>> MakeKafkaConf(const KafkaProps& base,
+                                                     const KafkaProps& overrides = {});
+
+// An idempotent producer (acks=all) for dead letters and tools.
+Result<std::unique_ptr<RdKafka::Producer>> MakeProducer(const std::string& brokers,
+                                                        const KafkaProps& overrides = {});
+
+}  // namespace mailroom

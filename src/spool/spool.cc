@@ -1,0 +1,309 @@
+#include "mailroom/spool.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/merge_operator.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <filesystem>
+
+#include "spool/counter_merge.h"
+#include "spool/keys.h"
+
+namespace mailroom {
+namespace {
+
+constexpr char kSchemaKey[] = "schema_version";
+constexpr char kSchemaVersion[] = "1";
+constexpr char kOutboxCounter[] = "count/outbox";
+const char* const kFamilies[] = {"default", "jobs", "due", "outbox", "suppressions", "provider_ids",
+                                 "retention"};
+
+std::string StateCounterKey(v1::JobState state) {
+  return "count/state/" + v1::JobState_Name(state);
+}
+
+Error FromRocks(const rocksdb::Status& s, const std::string& what) {
+  ErrorCode code = ErrorCode::kIoError;
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kNoSpace) code = ErrorCode::kNoSpace;
+  if (s.IsCorruption()) code = ErrorCode::kCorruption;
+  if (s.IsNotFound()) code = ErrorCode::kNotFound;
+  return Error{code, what + ": " + s.ToString()};
+}
+
+rocksdb::ColumnFamilyOptions FamilyOptions(const std::string& name, const SpoolConfig& config,
+                                           const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions cf;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.cache_index_and_filter_blocks = true;
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf.compression = rocksdb::kLZ4Compression;
+  if (name == "default") cf.merge_operator = NewCounterMergeOperator();
+  if (name == "jobs") {
+    // Job records carry whole messages: keep large values out of the LSM so
+    // compaction rewrites keys, not bodies.
+    cf.enable_blob_files = true;
+    cf.min_blob_size = config.blob_min_bytes;
+    cf.blob_compression_type = rocksdb::kLZ4Compression;
+    cf.enable_blob_garbage_collection = true;
+    cf.write_buffer_size = 64 << 20;
+  }
+  return cf;
+}
+
+}  // namespace
+
+bool IsFinished(v1::JobState state) {
+  switch (state) {
+    case v1::JOB_STATE_QUEUED:
+    case v1::JOB_STATE_SENDING:
+    case v1::JOB_STATE_DEFERRED:
+      return false;
+    default:
+      return true;
+  }
+}
+
+Result<std::unique_ptr<Spool>> Spool::Open(const SpoolConfig& config, bool read_only) {
+  std::unique_ptr<Spool> spool(new Spool());
+  spool->path_ = config.path;
+  spool->read_only_ = read_only;
+  if (!read_only) {
+    std::error_code ec;
+    std::filesystem::create_directories(config.path, ec);
+    if (ec) return Fail(ErrorCode::kIoError, "spool.path: cannot create " + config.path + ": " + ec.message());
+  }
+
+  rocksdb::DBOptions options;
+  options.create_if_missing = !read_only;
+  options.create_missing_column_families = !read_only;
+  options.max_background_jobs = 2;
+  options.bytes_per_sync = 1 << 20;
+  options.keep_log_file_num = 5;
+  options.info_log_level = rocksdb::WARN_LEVEL;
+  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+
+  auto cache = rocksdb::NewLRUCache(config.block_cache_bytes);
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const char* name : kFamilies) {
+    families.emplace_back(name, FamilyOptions(name, config, cache));
+  }
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s =
+      read_only ? rocksdb::DB::OpenForReadOnly(options, config.path, families, &spool->handles_, &db)
+                : rocksdb::DB::Open(options, config.path, families, &spool->handles_, &db);
+  if (!s.ok()) return std::unexpected(FromRocks(s, "opening spool " + config.path));
+  spool->db_.reset(db);
+  spool->meta_ = spool->handles_[0];
+  spool->jobs_ = spool->handles_[1];
+  spool->due_ = spool->handles_[2];
+  spool->outbox_ = spool->handles_[3];
+
+  std::string version;
+  s = db->Get(rocksdb::ReadOptions(), spool->meta_, kSchemaKey, &version);
+  if (s.IsNotFound() && !read_only) {
+    s = db->Put(rocksdb::WriteOptions(), spool->meta_, kSchemaKey, kSchemaVersion);
+    version = kSchemaVersion;
+  }
+  if (!s.ok()) return std::unexpected(FromRocks(s, "reading spool schema version"));
+  if (version != kSchemaVersion) {
+    return Fail(ErrorCode::kInvalidArgument, "spool " + config.path + " has schema version " +
+                                                 version + "; this build reads version " +
+                                                 kSchemaVersion);
+  }
+
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), spool->outbox_));
+  it->SeekToLast();
+  if (it->Valid()) spool->next_seq_ = DecodeBe64(it->key().data()) + 1;
+  return spool;
+}
+
+Spool::~Spool() { (void)Close(); }
+
+Status Spool::Close() {
+  if (!db_) return {};
+  rocksdb::Status s;
+  if (!read_only_) s = db_->FlushWAL(true);
+  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  handles_.clear();
+  rocksdb::Status close = db_->Close();
+  db_.reset();
+  if (!s.ok()) return std::unexpected(FromRocks(s, "syncing WAL at close"));
+  if (!close.ok()) return std::unexpected(FromRocks(close, "closing spool"));
+  return {};
+}
+
+Status Spool::Write(rocksdb::WriteBatch& batch, bool sync) {
+  if (!db_) return Fail(ErrorCode::kInternal, "spool is closed");
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  rocksdb::Status s = db_->Write(wo, &batch);
+  if (!s.ok()) return std::unexpected(FromRocks(s, "writing to spool"));
+  return {};
+}
+
+void Spool::Count(rocksdb::WriteBatch& batch, v1::JobState state, int64_t delta) {
+  batch.Merge(meta_, StateCounterKey(state), EncodeCounter(delta));
+}
+
+int64_t Spool::Counter(const std::string& key) {
+  std::string value;
+  if (!db_->Get(rocksdb::ReadOptions(), meta_, key, &value).ok()) return 0;
+  return DecodeCounter(value);
+}
+
+Result<std::vector<bool>> Spool::ContainsJobs(const std::vector<std::string>& keys) {
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), jobs_, keys.size(), slices.data(), values.data(),
+                statuses.data());
+  std::vector<bool> found(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].ok()) {
+      found[i] = true;
+    } else if (!statuses[i].IsNotFound()) {
+      return std::unexpected(FromRocks(statuses[i], "looking up job"));
+    }
+  }
+  return found;
+}
+
+Status Spool::CommitIngest(const IngestBatch& ingest) {
+  rocksdb::WriteBatch batch;
+  std::string value;
+  for (const auto& job : ingest.jobs) {
+    std::string key = JobKey(job.tenant(), job.job().id());
+    job.SerializeToString(&value);
+    batch.Put(jobs_, key, value);
+    batch.Put(due_, DueKey(job.due_ms(), job.tenant(), job.job().id()), rocksdb::Slice());
+    Count(batch, job.state(), 1);
+  }
+  if (!ingest.events.empty()) {
+    std::lock_guard lock(seq_mu_);
+    for (const auto& event : ingest.events) {
+      event.SerializeToString(&value);
+      batch.Put(outbox_, OutboxKey(next_seq_++), value);
+    }
+    batch.Merge(meta_, kOutboxCounter, EncodeCounter(static_cast<int64_t>(ingest.events.size())));
+  }
+  if (batch.Count() == 0) return {};
+  return Write(batch, /*sync=*/true);
+}
+
+Result<std::optional<v1::JobRecord>> Spool::GetJob(const std::string& tenant,
+                                                   const std::string& id) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), jobs_, JobKey(tenant, id), &value);
+  if (s.IsNotFound()) return std::optional<v1::JobRecord>();
+  if (!s.ok()) return std::unexpected(FromRocks(s, "reading job"));
+  v1::JobRecord record;
+  if (!record.ParseFromString(value)) {
+    return Fail(ErrorCode::kCorruption, "job record " + tenant + "/" + id + " does not parse");
+  }
+  return record;
+}
+
+Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max) {
+  std::vector<v1::JobRecord> leased;
+  rocksdb::WriteBatch batch;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), due_));
+  std::string upper = EncodeBe64(static_cast<uint64_t>(now_ms) + 1);
+  for (it->SeekToFirst(); it->Valid() && leased.size() < max; it->Next()) {
+    if (it->key().compare(upper) >= 0) break;
+    std::string job_key = it->key().ToString().substr(8);
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), jobs_, job_key, &value);
+    batch.Delete(due_, it->key());
+    if (s.IsNotFound()) continue;  // stale index entry: drop it
+    if (!s.ok()) return std::unexpected(FromRocks(s, "reading leased job"));
+    v1::JobRecord record;
+    if (!record.ParseFromString(value)) {
+      return Fail(ErrorCode::kCorruption, "job record under due index does not parse");
+    }
+    int64_t until = now_ms + lease_ms;
+    record.set_due_ms(until);
+    batch.Put(due_, DueKey(until, record.tenant(), record.job().id()), rocksdb::Slice());
+    record.SerializeToString(&value);
+    batch.Put(jobs_, job_key, value);
+    leased.push_back(std::move(record));
+  }
+  if (!it->status().ok()) return std::unexpected(FromRocks(it->status(), "scanning due index"));
+  if (batch.Count() > 0) {
+    if (auto s = Write(batch, /*sync=*/false); !s) return std::unexpected(s.error());
+  }
+  return leased;
+}
+
+Result<std::optional<int64_t>> Spool::NextDueMs() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), due_));
+  it->SeekToFirst();
+  if (!it->status().ok()) return std::unexpected(FromRocks(it->status(), "scanning due index"));
+  if (!it->Valid()) return std::optional<int64_t>();
+  return std::optional<int64_t>(static_cast<int64_t>(DecodeBe64(it->key().data())));
+}
+
+Result<std::vector<OutboxEntry>> Spool::ReadOutbox(size_t max) {
+  std::vector<OutboxEntry> entries;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), outbox_));
+  for (it->SeekToFirst(); it->Valid() && entries.size() < max; it->Next()) {
+    OutboxEntry entry{DecodeBe64(it->key().data()), {}};
+    if (!entry.event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Fail(ErrorCode::kCorruption, "outbox entry " + std::to_string(entry.seq) +
+                                              " does not parse");
+    }
+    entries.push_back(std::move(entry));
+  }
+  if (!it->status().ok()) return std::unexpected(FromRocks(it->status(), "reading outbox"));
+  return entries;
+}
+
+Status Spool::DeleteOutbox(const std::vector<uint64_t>& seqs) {
+  rocksdb::WriteBatch batch;
+  for (uint64_t seq : seqs) batch.Delete(outbox_, OutboxKey(seq));
+  batch.Merge(meta_, kOutboxCounter, EncodeCounter(-static_cast<int64_t>(seqs.size())));
+  return Write(batch, /*sync=*/false);
+}
+
+SpoolStats Spool::Stats() {
+  SpoolStats stats;
+  for (int i = v1::JobState_MIN + 1; i <= v1::JobState_MAX; ++i) {
+    auto state = static_cast<v1::JobState>(i);
+    int64_t n = Counter(StateCounterKey(state));
+    stats.jobs_by_state[state] = n;
+    if (!IsFinished(state)) stats.queued_jobs += n;
+  }
+  stats.outbox_pending = Counter(kOutboxCounter);
+  for (const char* property : {"rocksdb.total-sst-files-size", "rocksdb.total-blob-file-size",
+                               "rocksdb.cur-size-all-mem-tables"}) {
+    uint64_t value = 0;
+    if (db_->GetAggregatedIntProperty(property, &value)) stats.disk_bytes += value;
+  }
+  return stats;
+}
+
+Status Spool::Resume() {
+  rocksdb::Status s = db_->Resume();
+  if (!s.ok()) return std::unexpected(FromRocks(s, "resuming spool after error"));
+  return {};
+}
+
+std::string JobKey(const std::string& tenant, const std::string& id) {
+  std::string key;
+  key.reserve(tenant.size() + 1 + id.size());
+  key.append(tenant).push_back('\0');
+  key.append(id);
+  return key;
+}
+
+std::string DueKey(int64_t due_ms, const std::string& tenant, const std::string& id) {
+  return EncodeBe64(static_cast<uint64_t>(due_ms < 0 ? 0 : due_ms)) + JobKey(tenant, id);
+}
+
+std::string OutboxKey(uint64_t seq) { return EncodeBe64(seq); }
+
+}  // namespace mailroom
