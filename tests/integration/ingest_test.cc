@@ -1,0 +1,169 @@
+// Ingest against a real Apache Kafka broker (started by the ctest fixture).
+#include <gtest/gtest.h>
+
+#include "support/kafka_helpers.h"
+
+namespace mailroom::testing_support {
+namespace {
+
+std::string TenantsYaml(const std::string& suffix) {
+  return "tenants:\n"
+         "  billing-" + suffix + ":\n    allowed_senders: [example.com]\n"
+         "  hr-" + suffix + ":\n    allowed_senders: [app@example.com]\n";
+}
+
+double Queued(const MailroomUnderTest& m) {
+  return Metric(m.Metrics(), "mailroom_spool_jobs{state=\"queued\"}");
+}
+
+TEST(IngestIntegration, TenThousandJobsFromTwoTenantsLandExactlyOnce) {
+  std::string s = UniqueSuffix();
+  const std::string billing = "mail.jobs.billing-" + s, hr = "mail.jobs.hr-" + s;
+  constexpr int kPerTenant = 5000;
+  {
+    TestProducer producer;  // another client than the service
+    for (int i = 0; i < kPerTenant; ++i) {
+      // The same ids in both tenants: the idempotency key is per tenant.
+      producer.SendJob(billing, SampleJob("job-" + std::to_string(i)));
+      producer.SendJob(hr, SampleJob("job-" + std::to_string(i)));
+    }
+  }
+  MailroomUnderTest mailroom(s, {.top = TenantsYaml(s)});
+  mailroom.Start();
+  ASSERT_TRUE(mailroom.WaitFor([&] { return Queued(mailroom) >= 2 * kPerTenant; }, 120000))
+      << mailroom.log();
+  // Offsets are committed after the spool write; wait for the auto-commit.
+  ASSERT_TRUE(mailroom.WaitFor([&] {
+    return CommittedTotal(mailroom.group(), billing) == kPerTenant &&
+           CommittedTotal(mailroom.group(), hr) == kPerTenant;
+  }, 30000));
+  std::string metrics = mailroom.Metrics();
+  EXPECT_EQ(Metric(metrics, "mailroom_ingest_accepted_total{tenant=\"billing-" + s + "\"}"), kPerTenant);
+  EXPECT_EQ(Metric(metrics, "mailroom_ingest_accepted_total{tenant=\"hr-" + s + "\"}"), kPerTenant);
+  EXPECT_EQ(Metric(metrics, "mailroom_ingest_duplicates_total{tenant=\"hr-" + s + "\"}"), 0);
+  EXPECT_GT(Metric(metrics, "mailroom_ingest_batch_commit_seconds_count"), 0);
+  EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
+
+  auto spool = mailroom.OpenSpoolReadOnly();
+  ASSERT_TRUE(spool);
+  auto stats = spool->Stats();
+  EXPECT_EQ(stats.jobs_by_state[v1::JOB_STATE_QUEUED], 2 * kPerTenant);
+  EXPECT_EQ(stats.outbox_pending, 2 * kPerTenant);  // one ACCEPTED event each
+  for (int i = 0; i < kPerTenant; ++i) {
+    for (const auto* tenant : {"billing-", "hr-"}) {
+      auto job = spool->GetJob(tenant + s, "job-" + std::to_string(i));
+      ASSERT_TRUE(job && *job) << tenant << s << " job-" << i;
+    }
+  }
+  EXPECT_EQ(CommittedTotal(mailroom.group(), billing), HighWatermarkTotal(billing));
+}
+
+TEST(IngestIntegration, MalformedRecordsAreDeadLetteredAndRejected) {
+  std::string s = UniqueSuffix();
+  const std::string topic = "mail.jobs.billing-" + s;
+  const std::string dlq = "mail.deadletter-" + s;
+  // Published with kcat: a client that knows nothing of protobuf.
+  std::string kcat = "kcat -P -b " + Brokers() + " -t " + topic;
+  ASSERT_EQ(RunCommand("printf 'definitely not protobuf' | " + kcat + " -k bad-1"), 0);
+  ASSERT_EQ(RunCommand("printf '{\"id\": \"j\", \"unknownField\": 1}' | " + kcat +
+                       " -k bad-2 -H content-type=application/json"), 0);
+  ASSERT_EQ(RunCommand("printf '{\"id\":\"json-ok\",\"from\":{\"email\":\"a@example.com\"},"
+                       "\"to\":[{\"email\":\"b@example.net\"}],\"subject\":\"hi\",\"metadata\":{\"k\":\"v\"}}' | " +
+                       kcat + " -k json-ok -H content-type=application/json"), 0);
+  {
+    TestProducer producer;
+    v1::MailJob spoof = SampleJob("spoof");
+    spoof.mutable_from()->set_email("ceo@elsewhere.example");
+    producer.SendJob(topic, spoof);
+    v1::MailJob inject = SampleJob("inject");
+    inject.set_subject("hello\r\nBcc: everyone@example.net");
+    producer.SendJob(topic, inject);
+  }
+  MailroomUnderTest mailroom(s, {.top = TenantsYaml(s)});
+  mailroom.Start();
+  std::string received = "mailroom_ingest_received_total{tenant=\"billing-" + s + "\"}";
+  ASSERT_TRUE(mailroom.WaitFor([&] { return Metric(mailroom.Metrics(), received) == 5; }, 60000))
+      << mailroom.log();
+  std::string metrics = mailroom.Metrics();
+  auto rejected = [&](const std::string& reason) {
+    return Metric(metrics, "mailroom_ingest_rejected_total{reason=\"" + reason + "\",tenant=\"billing-" + s + "\"}");
+  };
+  EXPECT_EQ(rejected("undecodable"), 2);
+  EXPECT_EQ(rejected("sender_not_allowed"), 1);
+  EXPECT_EQ(rejected("header_injection"), 1);
+  EXPECT_EQ(Metric(metrics, "mailroom_ingest_deadletter_total{reason=\"undecodable\"}"), 2);
+
+  auto letters = ReadTopic(dlq);
+  ASSERT_EQ(letters.size(), 2u);
+  std::set<std::string> keys;
+  for (const auto& l : letters) {
+    keys.insert(l.key);
+    EXPECT_EQ(l.headers.at("mailroom-reason"), "undecodable");
+    EXPECT_EQ(l.headers.at("mailroom-source-topic"), topic);
+    EXPECT_FALSE(l.headers.at("mailroom-source-offset").empty());
+    EXPECT_FALSE(l.headers.at("mailroom-detail").empty());
+    if (l.key == "bad-1") {
+      EXPECT_EQ(l.payload, "definitely not protobuf");
+    } else {
+      EXPECT_NE(l.headers.at("mailroom-detail").find("unknownField"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(keys, (std::set<std::string>{"bad-1", "bad-2"}));
+  EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
+
+  auto spool = mailroom.OpenSpoolReadOnly();
+  ASSERT_TRUE(spool);
+  auto job = spool->GetJob("billing-" + s, "json-ok");
+  ASSERT_TRUE(job && *job);
+  EXPECT_EQ((*job)->job().metadata().at("k"), "v");
+  EXPECT_FALSE(*spool->GetJob("billing-" + s, "spoof"));  // rejected jobs never enter the queue
+  std::map<std::string, int> events;
+  auto outbox = spool->ReadOutbox(100);
+  ASSERT_TRUE(outbox);
+  for (const auto& e : *outbox) {
+    events[v1::EventType_Name(e.event.type()) + ":" + e.event.reason()]++;
+    if (e.event.type() == v1::REJECTED) {
+      EXPECT_EQ(e.event.source_topic(), topic);
+      EXPECT_FALSE(e.event.detail().empty());
+    }
+  }
+  EXPECT_EQ(events, (std::map<std::string, int>{{"ACCEPTED:", 1},
+                                                {"REJECTED:header_injection", 1},
+                                                {"REJECTED:sender_not_allowed", 1},
+                                                {"REJECTED:undecodable", 2}}));
+}
+
+TEST(IngestIntegration, RestartOverTheSameSpoolAddsNoDuplicates) {
+  std::string s = UniqueSuffix();
+  const std::string topic = "mail.jobs.billing-" + s;
+  constexpr int kJobs = 1000;
+  {
+    TestProducer producer;
+    for (int i = 0; i < kJobs; ++i) producer.SendJob(topic, SampleJob("r-" + std::to_string(i)));
+  }
+  TempDir spool_dir("mailroom-spool");
+  {
+    MailroomUnderTest first(s, {.spool_dir = spool_dir.path()});
+    first.Start();
+    ASSERT_TRUE(first.WaitFor([&] { return Queued(first) == kJobs; }, 60000)) << first.log();
+    ASSERT_EQ(first.Stop(), 0);
+  }
+  {
+    // Same ids published again (a producer retry), then a restart under a new
+    // group that re-reads the whole topic: every record is a duplicate.
+    TestProducer producer;
+    for (int i = 0; i < kJobs / 2; ++i) producer.SendJob(topic, SampleJob("r-" + std::to_string(i)));
+  }
+  MailroomUnderTest second(s, {.spool_dir = spool_dir.path()});
+  second.set_group("mailroom-it-rereader-" + s);
+  second.Start();
+  std::string dups = "mailroom_ingest_duplicates_total{tenant=\"billing-" + s + "\"}";
+  ASSERT_TRUE(second.WaitFor([&] { return Metric(second.Metrics(), dups) == kJobs + kJobs / 2; }, 60000))
+      << second.log();
+  EXPECT_EQ(Queued(second), kJobs);
+  EXPECT_EQ(Metric(second.Metrics(), "mailroom_ingest_accepted_total{tenant=\"billing-" + s + "\"}"), 0);
+  ASSERT_EQ(second.Stop(), 0);
+}
+
+}  // namespace
+}  // namespace mailroom::testing_support
