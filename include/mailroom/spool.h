@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,23 +76,28 @@ class Spool {
 
   SpoolStats Stats();
 
-  // Clears a background error (e.g. after disk space was freed) so writes can
-  // go on. Returns the error if the DB cannot resume yet.
-  Status Resume();
+  // After a failed write (a full disk, say): closes and reopens the database
+  // so writing can go on. Fails, leaving the spool closed, while it cannot
+  // reopen yet; call again later. Safe while other threads use the spool.
+  Status Recover();
 
   // Flushes memtables and closes cleanly; further calls fail.
   Status Close();
 
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return config_.path; }
 
  private:
   Spool() = default;
+  Status OpenDb();                // with db_mu_ held exclusively (or unshared)
+  Status CloseDb(bool sync_wal);  // with db_mu_ held exclusively
   Status Write(rocksdb::WriteBatch& batch, bool sync);
   void Count(rocksdb::WriteBatch& batch, v1::JobState state, int64_t delta);
   int64_t Counter(const std::string& key);
 
-  std::string path_;
+  SpoolConfig config_;
   bool read_only_ = false;
+  // Shared by every operation; exclusive while Recover() swaps the database.
+  std::shared_mutex db_mu_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;  // default CF: schema, counters

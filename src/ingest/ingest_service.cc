@@ -254,8 +254,8 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       }
       if (stop.load()) return false;
       backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
-      if (auto resumed = spool_.Resume(); !resumed) {
-        spdlog::warn("ingest: spool not writable yet: {}", resumed.error().message);
+      if (auto recovered = spool_.Recover(); !recovered) {
+        spdlog::warn("ingest: spool not writable yet: {}", recovered.error().message);
       }
     }
     if (failing) {

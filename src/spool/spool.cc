@@ -11,6 +11,7 @@
 
 #include "spool/counter_merge.h"
 #include "spool/keys.h"
+#include "spool/spdlog_logger.h"
 
 namespace mailroom {
 namespace {
@@ -20,6 +21,8 @@ constexpr char kSchemaVersion[] = "1";
 constexpr char kOutboxCounter[] = "count/outbox";
 const char* const kFamilies[] = {"default", "jobs", "due", "outbox", "suppressions", "provider_ids",
                                  "retention"};
+
+std::unexpected<Error> Closed() { return Fail(ErrorCode::kUnavailable, "spool is closed"); }
 
 std::string StateCounterKey(v1::JobState state) {
   return "count/state/" + v1::JobState_Name(state);
@@ -70,64 +73,72 @@ bool IsFinished(v1::JobState state) {
 
 Result<std::unique_ptr<Spool>> Spool::Open(const SpoolConfig& config, bool read_only) {
   std::unique_ptr<Spool> spool(new Spool());
-  spool->path_ = config.path;
+  spool->config_ = config;
   spool->read_only_ = read_only;
   if (!read_only) {
     std::error_code ec;
     std::filesystem::create_directories(config.path, ec);
     if (ec) return Fail(ErrorCode::kIoError, "spool.path: cannot create " + config.path + ": " + ec.message());
   }
+  if (auto s = spool->OpenDb(); !s) return std::unexpected(s.error());
+  return spool;
+}
 
+Status Spool::OpenDb() {
   rocksdb::DBOptions options;
-  options.create_if_missing = !read_only;
-  options.create_missing_column_families = !read_only;
+  options.create_if_missing = !read_only_;
+  options.create_missing_column_families = !read_only_;
   options.max_background_jobs = 2;
   options.bytes_per_sync = 1 << 20;
   options.keep_log_file_num = 5;
   options.info_log_level = rocksdb::WARN_LEVEL;
-  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  options.info_log = std::make_shared<SpdlogLogger>(rocksdb::WARN_LEVEL);
+  // A write that failed (ENOSPC) leaves a torn record at the end of its WAL;
+  // Recover() then continues in a new WAL. Point-in-time recovery would stop
+  // at the first torn WAL and drop the acknowledged writes in later ones, so
+  // tolerate a torn tail in every WAL instead. Synced writes are never torn.
+  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
 
-  auto cache = rocksdb::NewLRUCache(config.block_cache_bytes);
+  auto cache = rocksdb::NewLRUCache(config_.block_cache_bytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (const char* name : kFamilies) {
-    families.emplace_back(name, FamilyOptions(name, config, cache));
+    families.emplace_back(name, FamilyOptions(name, config_, cache));
   }
   rocksdb::DB* db = nullptr;
+  const std::string& path = config_.path;
   rocksdb::Status s =
-      read_only ? rocksdb::DB::OpenForReadOnly(options, config.path, families, &spool->handles_, &db)
-                : rocksdb::DB::Open(options, config.path, families, &spool->handles_, &db);
-  if (!s.ok()) return std::unexpected(FromRocks(s, "opening spool " + config.path));
-  spool->db_.reset(db);
-  spool->meta_ = spool->handles_[0];
-  spool->jobs_ = spool->handles_[1];
-  spool->due_ = spool->handles_[2];
-  spool->outbox_ = spool->handles_[3];
+      read_only_ ? rocksdb::DB::OpenForReadOnly(options, path, families, &handles_, &db)
+                 : rocksdb::DB::Open(options, path, families, &handles_, &db);
+  if (!s.ok()) return std::unexpected(FromRocks(s, "opening spool " + path));
+  db_.reset(db);
+  meta_ = handles_[0];
+  jobs_ = handles_[1];
+  due_ = handles_[2];
+  outbox_ = handles_[3];
 
   std::string version;
-  s = db->Get(rocksdb::ReadOptions(), spool->meta_, kSchemaKey, &version);
-  if (s.IsNotFound() && !read_only) {
-    s = db->Put(rocksdb::WriteOptions(), spool->meta_, kSchemaKey, kSchemaVersion);
+  s = db->Get(rocksdb::ReadOptions(), meta_, kSchemaKey, &version);
+  if (s.IsNotFound() && !read_only_) {
+    s = db->Put(rocksdb::WriteOptions(), meta_, kSchemaKey, kSchemaVersion);
     version = kSchemaVersion;
   }
   if (!s.ok()) return std::unexpected(FromRocks(s, "reading spool schema version"));
   if (version != kSchemaVersion) {
-    return Fail(ErrorCode::kInvalidArgument, "spool " + config.path + " has schema version " +
-                                                 version + "; this build reads version " +
-                                                 kSchemaVersion);
+    return Fail(ErrorCode::kInvalidArgument, "spool " + path + " has schema version " + version +
+                                                 "; this build reads version " + kSchemaVersion);
   }
 
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), spool->outbox_));
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), outbox_));
   it->SeekToLast();
-  if (it->Valid()) spool->next_seq_ = DecodeBe64(it->key().data()) + 1;
-  return spool;
+  std::lock_guard seq_lock(seq_mu_);
+  next_seq_ = it->Valid() ? DecodeBe64(it->key().data()) + 1 : 1;
+  return {};
 }
 
-Spool::~Spool() { (void)Close(); }
-
-Status Spool::Close() {
+Status Spool::CloseDb(bool sync_wal) {
   if (!db_) return {};
   rocksdb::Status s;
-  if (!read_only_) s = db_->FlushWAL(true);
+  if (sync_wal && !read_only_) s = db_->FlushWAL(true);
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   handles_.clear();
   rocksdb::Status close = db_->Close();
@@ -137,8 +148,22 @@ Status Spool::Close() {
   return {};
 }
 
+Spool::~Spool() { (void)Close(); }
+
+Status Spool::Close() {
+  std::unique_lock lock(db_mu_);
+  return CloseDb(/*sync_wal=*/true);
+}
+
+Status Spool::Recover() {
+  std::unique_lock lock(db_mu_);
+  // A WAL file that failed a write must not be written again: close without
+  // touching it and reopen, which replays it and starts a fresh one.
+  (void)CloseDb(/*sync_wal=*/false);
+  return OpenDb();
+}
+
 Status Spool::Write(rocksdb::WriteBatch& batch, bool sync) {
-  if (!db_) return Fail(ErrorCode::kInternal, "spool is closed");
   rocksdb::WriteOptions wo;
   wo.sync = sync;
   rocksdb::Status s = db_->Write(wo, &batch);
@@ -157,6 +182,8 @@ int64_t Spool::Counter(const std::string& key) {
 }
 
 Result<std::vector<bool>> Spool::ContainsJobs(const std::vector<std::string>& keys) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
   std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
   std::vector<rocksdb::PinnableSlice> values(keys.size());
   std::vector<rocksdb::Status> statuses(keys.size());
@@ -174,6 +201,8 @@ Result<std::vector<bool>> Spool::ContainsJobs(const std::vector<std::string>& ke
 }
 
 Status Spool::CommitIngest(const IngestBatch& ingest) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
   rocksdb::WriteBatch batch;
   std::string value;
   for (const auto& job : ingest.jobs) {
@@ -197,6 +226,8 @@ Status Spool::CommitIngest(const IngestBatch& ingest) {
 
 Result<std::optional<v1::JobRecord>> Spool::GetJob(const std::string& tenant,
                                                    const std::string& id) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), jobs_, JobKey(tenant, id), &value);
   if (s.IsNotFound()) return std::optional<v1::JobRecord>();
@@ -209,6 +240,8 @@ Result<std::optional<v1::JobRecord>> Spool::GetJob(const std::string& tenant,
 }
 
 Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
   std::vector<v1::JobRecord> leased;
   rocksdb::WriteBatch batch;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), due_));
@@ -240,6 +273,8 @@ Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease
 }
 
 Result<std::optional<int64_t>> Spool::NextDueMs() {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), due_));
   it->SeekToFirst();
   if (!it->status().ok()) return std::unexpected(FromRocks(it->status(), "scanning due index"));
@@ -248,6 +283,8 @@ Result<std::optional<int64_t>> Spool::NextDueMs() {
 }
 
 Result<std::vector<OutboxEntry>> Spool::ReadOutbox(size_t max) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
   std::vector<OutboxEntry> entries;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), outbox_));
   for (it->SeekToFirst(); it->Valid() && entries.size() < max; it->Next()) {
@@ -263,6 +300,8 @@ Result<std::vector<OutboxEntry>> Spool::ReadOutbox(size_t max) {
 }
 
 Status Spool::DeleteOutbox(const std::vector<uint64_t>& seqs) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
   rocksdb::WriteBatch batch;
   for (uint64_t seq : seqs) batch.Delete(outbox_, OutboxKey(seq));
   batch.Merge(meta_, kOutboxCounter, EncodeCounter(-static_cast<int64_t>(seqs.size())));
@@ -271,6 +310,8 @@ Status Spool::DeleteOutbox(const std::vector<uint64_t>& seqs) {
 
 SpoolStats Spool::Stats() {
   SpoolStats stats;
+  std::shared_lock lock(db_mu_);
+  if (!db_) return stats;
   for (int i = v1::JobState_MIN + 1; i <= v1::JobState_MAX; ++i) {
     auto state = static_cast<v1::JobState>(i);
     int64_t n = Counter(StateCounterKey(state));
@@ -284,12 +325,6 @@ SpoolStats Spool::Stats() {
     if (db_->GetAggregatedIntProperty(property, &value)) stats.disk_bytes += value;
   }
   return stats;
-}
-
-Status Spool::Resume() {
-  rocksdb::Status s = db_->Resume();
-  if (!s.ok()) return std::unexpected(FromRocks(s, "resuming spool after error"));
-  return {};
 }
 
 std::string JobKey(const std::string& tenant, const std::string& id) {

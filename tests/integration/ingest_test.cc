@@ -82,7 +82,11 @@ TEST(IngestIntegration, MalformedRecordsAreDeadLetteredAndRejected) {
   MailroomUnderTest mailroom(s, {.top = TenantsYaml(s)});
   mailroom.Start();
   std::string received = "mailroom_ingest_received_total{tenant=\"billing-" + s + "\"}";
-  ASSERT_TRUE(mailroom.WaitFor([&] { return Metric(mailroom.Metrics(), received) == 5; }, 60000))
+  std::string dead = "mailroom_ingest_deadletter_total{reason=\"undecodable\"}";
+  ASSERT_TRUE(mailroom.WaitFor([&] {
+    std::string m = mailroom.Metrics();
+    return Metric(m, received) == 5 && Metric(m, dead) == 2;
+  }, 60000))
       << mailroom.log();
   std::string metrics = mailroom.Metrics();
   auto rejected = [&](const std::string& reason) {
