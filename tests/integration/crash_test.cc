@@ -3,6 +3,7 @@
 // spool dedupes re-read records, so every job lands exactly once.
 #include <gtest/gtest.h>
 
+#include <iostream>
 #include <random>
 #include <thread>
 
@@ -16,37 +17,45 @@ TEST(CrashIntegration, KillNineDuringIngestLosesAndDuplicatesNothing) {
   const std::string topics[] = {"mail.jobs.a-" + s, "mail.jobs.b-" + s};
   constexpr int kJobs = 20000;
   TempDir spool_dir("mailroom-crash");
-  // Small batches: more commits, more moments for a kill to land between them.
-  MailroomUnderTest service(s, {.kafka = "  batch_max_messages: 200\n", .spool_dir = spool_dir.path()});
+  // Small batches: more commits, more moments for a kill to land between
+  // them. Static membership: a restarted pod gets its partitions back at once.
+  MailroomUnderTest service(s, {.kafka = "  batch_max_messages: 200\n  group_instance_id: crash-" + s + "\n",
+                                .spool_dir = spool_dir.path()});
 
-  // Publish steadily in the background while the service is killed.
+  // Publish steadily in the background (about 4,000 jobs/s) while the
+  // service is killed.
   std::thread publisher([&] {
     TestProducer producer;
     for (int i = 0; i < kJobs; ++i) {
       producer.SendJob(topics[i % 2], SampleJob("c-" + std::to_string(i), 1024));
       if (i % 1000 == 999) {
         producer.Flush();
-        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
       }
     }
   });
 
+  auto queued = [&] { return Metric(service.Metrics(), "mailroom_spool_jobs{state=\"queued\"}"); };
   std::mt19937 rng(std::random_device{}());
-  std::uniform_int_distribution<int> delay_ms(200, 1500);
-  int kills = 0;
+  std::uniform_int_distribution<int> delay_ms(0, 300);
+  int mid_ingest_kills = 0;
+  std::string spooled_at_kills;
+  double last = 0;
   for (int round = 0; round < 6; ++round) {
     service.Start();
+    // Kill only once this incarnation is ingesting, at a random moment.
+    service.WaitFor([&] { return queued() > last; }, 10000);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+    last = queued();
     service.Kill9();
-    ++kills;
+    spooled_at_kills += " " + std::to_string(static_cast<int>(last));
+    if (last > 0 && last < kJobs) ++mid_ingest_kills;
   }
+  std::cout << "spooled jobs seen just before each kill -9:" << spooled_at_kills << "\n";
   publisher.join();
   service.Start();
-  auto total = [&] {
-    return Metric(service.Metrics(), "mailroom_spool_jobs{state=\"queued\"}");
-  };
-  ASSERT_TRUE(service.WaitFor([&] { return total() >= kJobs; }, 180000))
-      << "spooled " << total() << " of " << kJobs << "\n" << service.log();
+  ASSERT_TRUE(service.WaitFor([&] { return queued() >= kJobs; }, 180000))
+      << "spooled " << queued() << " of " << kJobs << "\n" << service.log();
   ASSERT_EQ(service.Stop(), 0) << service.log();
 
   auto spool = service.OpenSpoolReadOnly();
@@ -56,7 +65,7 @@ TEST(CrashIntegration, KillNineDuringIngestLosesAndDuplicatesNothing) {
     auto job = spool->GetJob(topics[i % 2].substr(10), "c-" + std::to_string(i));
     ASSERT_TRUE(job && *job) << "missing c-" << i;
   }
-  EXPECT_EQ(kills, 6);
+  EXPECT_GE(mid_ingest_kills, 1) << "no kill landed while jobs were streaming in";
 }
 
 }  // namespace
