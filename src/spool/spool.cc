@@ -205,13 +205,15 @@ Status Spool::CommitIngest(const IngestBatch& ingest) {
   if (!db_) return Closed();
   rocksdb::WriteBatch batch;
   std::string value;
+  std::map<v1::JobState, int64_t> counts;  // one counter merge per state, not per job
   for (const auto& job : ingest.jobs) {
     std::string key = JobKey(job.tenant(), job.job().id());
     job.SerializeToString(&value);
     batch.Put(jobs_, key, value);
     batch.Put(due_, DueKey(job.due_ms(), job.tenant(), job.job().id()), rocksdb::Slice());
-    Count(batch, job.state(), 1);
+    counts[job.state()]++;
   }
+  for (const auto& [state, n] : counts) Count(batch, state, n);
   if (!ingest.events.empty()) {
     std::lock_guard lock(seq_mu_);
     for (const auto& event : ingest.events) {

@@ -1,0 +1,161 @@
+// Ingest throughput: jobs/s from Kafka into the synced spool, beside raw
+// RocksDB synced WriteBatches of the same bytes on the same disk, in one run.
+//   ingest_bench --brokers HOST:PORT --dir DIR [--sizes 2048,102400] [--jobs N,N]
+#include <prometheus/registry.h>
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ingest/kafka_props.h"
+#include "mailroom/ingest.h"
+#include "mailroom/spool.h"
+#include "metrics/ingest_probe.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+mailroom::v1::MailJob Job(const std::string& id, size_t bytes) {
+  mailroom::v1::MailJob job;
+  job.set_id(id);
+  job.mutable_from()->set_email("app@example.com");
+  job.add_to()->set_email("user@example.net");
+  job.set_subject("Benchmark " + id);
+  size_t base = job.ByteSizeLong() + 8;
+  job.set_text_body(std::string(bytes > base ? bytes - base : 1, 'b'));
+  return job;
+}
+
+// Raw RocksDB: `jobs` values of `bytes` in synced batches of `batch`.
+double RawRocksDb(const std::string& dir, int jobs, size_t bytes, int batch) {
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  rocksdb::DB* raw = nullptr;
+  if (!rocksdb::DB::Open(options, dir, &raw).ok()) return 0;
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::string value(bytes, 'v');
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  auto start = Clock::now();
+  for (int i = 0; i < jobs;) {
+    rocksdb::WriteBatch wb;
+    for (int j = 0; j < batch && i < jobs; ++j, ++i) wb.Put("bench\0job-" + std::to_string(i), value);
+    if (!db->Write(wo, &wb).ok()) return 0;
+  }
+  double rate = jobs / Seconds(start, Clock::now());
+  db->Close();
+  std::filesystem::remove_all(dir);
+  return rate;
+}
+
+bool Publish(const std::string& brokers, const std::string& topic, int jobs, size_t bytes) {
+  auto producer = mailroom::MakeProducer(brokers, {{"linger.ms", "50"}, {"batch.size", "1000000"}});
+  if (!producer) return false;
+  std::string payload;
+  for (int i = 0; i < jobs; ++i) {
+    Job("job-" + std::to_string(i), bytes).SerializeToString(&payload);
+    while ((*producer)->produce(topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
+                                payload.data(), payload.size(), nullptr, 0, 0, nullptr,
+                                nullptr) == RdKafka::ERR__QUEUE_FULL) {
+      (*producer)->poll(10);
+    }
+  }
+  return (*producer)->flush(120000) == RdKafka::ERR_NO_ERROR;
+}
+
+// Mailroom ingest: time from the first spooled job to the last.
+double Ingest(const std::string& brokers, const std::string& dir, const std::string& tag, int jobs,
+              size_t bytes) {
+  std::string topic = "mail.jobs.bench" + tag;
+  if (!Publish(brokers, topic, jobs, bytes)) return 0;
+  std::filesystem::remove_all(dir);
+  mailroom::Config config;
+  config.kafka.brokers = brokers;
+  config.kafka.group_id = "bench-" + tag;
+  config.kafka.topic_regex = "^mail\\.jobs\\.bench" + tag + "$";
+  config.spool.path = dir;
+  config.spool.high_water = config.spool.low_water = {};
+  auto spool = mailroom::Spool::Open(config.spool);
+  if (!spool) return 0;
+  prometheus::Registry registry;
+  mailroom::IngestProbe probe(registry);
+  mailroom::Health health;
+  mailroom::IngestService ingest(config, **spool, probe, health);
+  if (!ingest.Start()) return 0;
+  std::atomic<bool> stop{false};
+  std::thread runner([&] { (void)ingest.Run(stop); });
+  Clock::time_point first{};
+  int64_t at_first = 0;
+  auto deadline = Clock::now() + std::chrono::minutes(5);
+  while (Clock::now() < deadline) {
+    int64_t n = (*spool)->Stats().queued_jobs;
+    if (n > 0 && at_first == 0) {
+      first = Clock::now();
+      at_first = n;
+    }
+    if (n >= jobs) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  auto end = Clock::now();
+  int64_t done = (*spool)->Stats().queued_jobs;
+  stop = true;
+  runner.join();
+  (void)(*spool)->Close();
+  std::filesystem::remove_all(dir);
+  if (done < jobs) return 0;
+  return (jobs - at_first) / Seconds(first, end);
+}
+
+std::vector<long> ParseList(const std::string& s) {
+  std::vector<long> out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t comma = s.find(',', pos);
+    out.push_back(std::stol(s.substr(pos, comma - pos)));
+    pos = comma == std::string::npos ? s.size() : comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string brokers = "127.0.0.1:9092", dir = "/tmp/mailroom-bench";
+  std::vector<long> sizes = {2048, 102400}, counts = {100000, 5000};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i];
+    if (flag == "--brokers") brokers = argv[i + 1];
+    if (flag == "--dir") dir = argv[i + 1];
+    if (flag == "--sizes") sizes = ParseList(argv[i + 1]);
+    if (flag == "--jobs") counts = ParseList(argv[i + 1]);
+  }
+  spdlog::set_level(spdlog::level::warn);
+  std::string tag = std::to_string(std::chrono::system_clock::now().time_since_epoch().count() % 1000000);
+  std::printf("| job size | jobs | raw RocksDB synced WriteBatch (jobs/s) | Kafka → mailroom spool (jobs/s) | ratio |\n");
+  std::printf("|---:|---:|---:|---:|---:|\n");
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    int jobs = static_cast<int>(counts[std::min(i, counts.size() - 1)]);
+    size_t bytes = static_cast<size_t>(sizes[i]);
+    // The same batch size as ingest's default (kafka.batch_max_messages).
+    double raw = RawRocksDb(dir + "/raw", jobs, bytes, 1000);
+    double ingest = Ingest(brokers, dir + "/spool", tag + "s" + std::to_string(bytes), jobs, bytes);
+    std::printf("| %zu B | %d | %.0f | %.0f | %.0f %% |\n", bytes, jobs, raw, ingest,
+                raw > 0 ? 100 * ingest / raw : 0);
+    std::fflush(stdout);
+  }
+  return 0;
+}
