@@ -83,6 +83,11 @@ int main(int argc, char** argv) {
                  "Validate a config file and exit: 0 if valid, 2 naming the offending key if not")
       ->excludes(run);
   app.set_version_flag("--version", std::string("mailroom ") + MAILROOM_VERSION);
+  app.footer(
+      "HTTP (http.listen): /metrics (Prometheus), /healthz (liveness), /readyz (readiness).\n"
+      "SIGTERM/SIGINT: finish the batch in hand, commit offsets, close the spool, exit 0.\n"
+      "Exit codes: 0 clean stop; 1 runtime failure (spool, listener, Kafka setup); 2 bad\n"
+      "command line or configuration (the message names the key).");
   CLI11_PARSE(app, argc, argv);
 
   if (!check_path.empty()) {

@@ -165,6 +165,14 @@ int SpoolOutbox(const std::string& path, size_t limit) {
 int main(int argc, char** argv) {
   CLI::App app{"mailroomctl: publish mail jobs to Mailroom and inspect its spool"};
   app.require_subcommand(1);
+  app.footer(
+      "Examples:\n"
+      "  mailroomctl send --tenant billing --from billing@example.com --to ada@example.net \\\n"
+      "      --subject 'Your invoice' --text 'Thanks' --attach invoice.pdf\n"
+      "  mailroomctl send --tenant billing --json job.json --as-json\n"
+      "  mailroomctl spool stats --path /var/lib/mailroom/spool\n"
+      "  mailroomctl spool show --path /var/lib/mailroom/spool --tenant billing --id invoice-42\n"
+      "Exit codes: 0 success; 1 failure (broker, spool, not found); 2 bad arguments or job file.");
 
   SendOptions send;
   auto* s = app.add_subcommand("send", "Publish a MailJob to mail.jobs.<tenant>, built from flags or a JSON file");
