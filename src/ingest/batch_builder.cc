@@ -3,7 +3,6 @@
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
-#include <unordered_set>
 
 namespace mailroom {
 namespace {
@@ -44,8 +43,8 @@ std::string BatchBuilder::TenantOf(std::string_view topic) const {
   return std::string(topic.substr(prefix.size()));
 }
 
-Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records,
-                                       int64_t now_ms) const {
+Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records, int64_t now_ms,
+                                       const std::unordered_set<std::string>* pending) const {
   BuiltBatch out;
   auto now = TimeUtil::MillisecondsToTimestamp(now_ms);
   auto reject = [&](const InboundRecord& r, const std::string& tenant, const std::string& job_id,
@@ -120,11 +119,10 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
   auto found = spool_.ContainsJobs(keys);
   if (!found) return std::unexpected(found.error());
 
-  std::unordered_set<std::string> in_batch;
   for (size_t c = 0; c < candidates.size(); ++c) {
     auto& [i, record] = candidates[c];
     TenantTally& tally = out.tally[record.tenant()];
-    if ((*found)[c] || !in_batch.insert(keys[c]).second) {
+    if ((*found)[c] || (pending && pending->count(keys[c])) || !out.job_keys.insert(keys[c]).second) {
       tally.duplicates++;
       continue;
     }

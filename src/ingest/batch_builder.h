@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "mailroom/spool.h"
@@ -39,6 +40,7 @@ struct TenantTally {
 
 struct BuiltBatch {
   IngestBatch batch;
+  std::unordered_set<std::string> job_keys;  // JobKeys of batch.jobs
   std::vector<DeadLetter> dead_letters;
   std::map<std::string, TenantTally> tally;  // by tenant
 };
@@ -50,7 +52,9 @@ class BatchBuilder {
  public:
   BatchBuilder(const Config& config, Spool& spool) : config_(config), spool_(spool), validator_(config) {}
 
-  Result<BuiltBatch> Build(const std::vector<InboundRecord>& records, int64_t now_ms) const;
+  // `pending` holds JobKeys of a batch still being written: duplicates too.
+  Result<BuiltBatch> Build(const std::vector<InboundRecord>& records, int64_t now_ms,
+                           const std::unordered_set<std::string>* pending = nullptr) const;
 
   // Tenant named by a topic, or empty when the topic lacks the prefix.
   std::string TenantOf(std::string_view topic) const;

@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include "ingest/backpressure.h"
 #include "ingest/batch_builder.h"
+#include "ingest/deadletter.h"
 #include "ingest/kafka_props.h"
 #include "metrics/ingest_probe.h"
 
@@ -17,7 +20,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using MessagePtr = std::unique_ptr<RdKafka::Message>;
+using Messages = std::vector<MessagePtr>;
 using PartitionKey = std::pair<std::string, int32_t>;
+
+constexpr std::chrono::milliseconds kFirstRetry(100);
+constexpr std::chrono::milliseconds kMaxRetry(5000);
 
 int64_t WallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -44,6 +51,15 @@ struct PartitionList {
   ~PartitionList() { RdKafka::TopicPartition::destroy(parts); }
 };
 
+// A batch whose synced spool write runs on another thread while the next
+// batch is polled and built.
+struct InflightBatch {
+  Messages messages;
+  BuiltBatch built;
+  std::future<Status> written;
+  Clock::time_point started;
+};
+
 }  // namespace
 
 class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb {
@@ -57,6 +73,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
         backpressure_(config.spool.high_water, config.spool.low_water) {}
 
   ~Impl() override {
+    if (inflight_) inflight_->written.wait();
     if (consumer_) consumer_->close();
   }
 
@@ -84,9 +101,9 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     consumer_.reset(RdKafka::KafkaConsumer::create(conf->get(), err));
     if (!consumer_) return Fail(ErrorCode::kInvalidArgument, "creating Kafka consumer: " + err);
 
-    auto producer = MakeProducer(k.brokers, k.properties);
-    if (!producer) return std::unexpected(producer.error());
-    deadletter_ = std::move(*producer);
+    auto deadletter = DeadLetterPublisher::Create(k.deadletter_topic, k.brokers, k.properties);
+    if (!deadletter) return std::unexpected(deadletter.error());
+    deadletter_ = std::move(*deadletter);
 
     RdKafka::ErrorCode rc = consumer_->subscribe({k.topic_regex});
     if (rc != RdKafka::ERR_NO_ERROR) {
@@ -97,16 +114,39 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     return {};
   }
 
+  // Each turn polls a batch and builds it while the previous batch's synced
+  // write completes, then settles that write and submits the new one. Records
+  // that could not be written wait in carry_, in order, for the next turn.
   Status Run(const std::atomic<bool>& stop) {
-    std::vector<MessagePtr> batch;
+    stop_ = &stop;
+    Messages batch;
     while (!stop.load()) {
       health_.Beat();
       CheckLoad();
+      if (failing_ && !RetryDue()) continue;
       Poll(batch);
-      if (batch.empty()) continue;
-      if (!Commit(batch, stop)) break;  // stopping with the batch unwritten: offsets not stored
+      DropRevoked(batch);
+      std::optional<Result<BuiltBatch>> built;
+      if (!batch.empty()) {
+        built = builder_.Build(Records(batch), WallMs(), inflight_ ? &inflight_->built.job_keys : nullptr);
+      }
+      if (!Settle()) break;
+      if (!carry_.empty() || batch.empty()) {
+        // The previous write failed: its records go first and all are rebuilt.
+        std::move(batch.begin(), batch.end(), std::back_inserter(carry_));
+        batch.clear();
+        continue;
+      }
+      if (!*built) {
+        OnWriteFailure(built->error());
+        carry_ = std::move(batch);
+        batch.clear();
+        continue;
+      }
+      Submit(std::move(batch), std::move(**built));
       batch.clear();
     }
+    Settle();
     spdlog::info("ingest: stopping; committing offsets");
     RdKafka::ErrorCode rc = consumer_->commitSync();
     if (rc != RdKafka::ERR_NO_ERROR && rc != RdKafka::ERR__NO_OFFSET) {
@@ -114,7 +154,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     }
     consumer_->close();
     consumer_.reset();
-    deadletter_->flush(5000);
+    deadletter_->Flush(5000);
     return {};
   }
 
@@ -136,9 +176,12 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       }
       if (paused_) consumer->pause(parts);
     } else {
-      // Everything polled so far is in the spool (batches are written before
-      // the next poll), except a batch held by a failing write: drop its
-      // records of these partitions; their next owner reads them again.
+      // Finish the write in flight so its offsets are stored, then commit:
+      // the next owner starts exactly after what this spool holds. Unwritten
+      // records of these partitions are dropped; the next owner reads them.
+      in_callback_ = true;
+      Settle();
+      in_callback_ = false;
       RdKafka::ErrorCode rc = consumer->commitSync();
       if (rc != RdKafka::ERR_NO_ERROR && rc != RdKafka::ERR__NO_OFFSET) {
         spdlog::warn("ingest: commit on revoke failed: {}", RdKafka::err2str(rc));
@@ -149,6 +192,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
         probe_.ForgetPartition(p->topic(), p->partition());
         spdlog::info("ingest: revoked {}/{}", p->topic(), p->partition());
       }
+      DropRevoked(carry_);
       RdKafka::Error* e = cooperative ? consumer->incremental_unassign(parts) : nullptr;
       if (!cooperative) consumer->unassign();
       if (e) {
@@ -176,25 +220,24 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   }
 
  private:
-  // Collects up to batch_max_messages records, waiting at most
-  // batch_max_wait_ms once the first one arrived.
-  void Poll(std::vector<MessagePtr>& batch) {
+  // Collects up to batch_max_messages records (carried-over ones first),
+  // waiting at most batch_max_wait_ms once the first one is in hand.
+  void Poll(Messages& batch) {
+    batch = std::move(carry_);
+    carry_.clear();
     const auto& k = config_.kafka;
-    auto deadline = Clock::time_point::max();
+    auto deadline = batch.empty() ? Clock::time_point::max()
+                                  : Clock::now() + std::chrono::milliseconds(k.batch_max_wait_ms);
     while (batch.size() < static_cast<size_t>(k.batch_max_messages)) {
       int timeout = 100;
       if (deadline != Clock::time_point::max()) {
-        timeout = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                       deadline - Clock::now())
-                                       .count());
-        if (timeout < 0) timeout = 0;
+        timeout = static_cast<int>(std::max<int64_t>(
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
       }
       MessagePtr msg(consumer_->consume(timeout));
       if (msg->err() == RdKafka::ERR__TIMED_OUT) break;
       if (msg->err() != RdKafka::ERR_NO_ERROR) {
-        if (msg->err() != RdKafka::ERR__PARTITION_EOF) {
-          spdlog::warn("ingest: consume: {}", msg->errstr());
-        }
+        if (msg->err() != RdKafka::ERR__PARTITION_EOF) spdlog::warn("ingest: consume: {}", msg->errstr());
         if (deadline == Clock::time_point::max()) break;
         continue;
       }
@@ -206,122 +249,122 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     }
   }
 
-  // Writes the batch to the spool, retrying (with partitions paused) until it
-  // lands or the service stops; then dead-letters, then stores offsets.
-  // Returns false when stopping before the batch was written.
-  bool Commit(std::vector<MessagePtr>& batch, const std::atomic<bool>& stop) {
-    std::chrono::milliseconds backoff(100);
-    bool failing = false;
-    BuiltBatch built;
-    std::vector<InboundRecord> records;
-    std::vector<std::string> topics;
-    while (true) {
-      DropRevoked(batch);
-      if (batch.empty()) return true;
-      records.clear();
-      topics.clear();
-      topics.reserve(batch.size());  // InboundRecord views these names
-      for (const auto& m : batch) {
-        topics.push_back(m->topic_name());
-        records.push_back(InboundRecord{
-            topics.back(), m->partition(), m->offset(),
-            std::string_view(static_cast<const char*>(m->key_pointer()), m->key_len()),
-            std::string_view(static_cast<const char*>(m->payload()), m->len()), IsJsonRecord(*m)});
-      }
-      auto start = Clock::now();
-      auto result = builder_.Build(records, WallMs());
-      Status written = result ? spool_.CommitIngest(result->batch) : std::unexpected(result.error());
-      if (written) {
-        probe_.BatchCommitted(std::chrono::duration<double>(Clock::now() - start).count(),
-                              batch.size());
-        built = std::move(*result);
-        break;
-      }
-      probe_.WriteError();
-      if (!failing) {
-        spdlog::error("ingest: spool write failed, pausing ingest (offsets not committed): {}",
-                      written.error().message);
-        health_.SetNotReady("spool", "write failing: " + written.error().message);
-        failing = write_failing_ = true;
-        ApplyPause();
-      }
-      // Keep serving the group while waiting, so the assignment survives.
-      for (auto waited = std::chrono::milliseconds(0); waited < backoff && !stop.load();
-           waited += std::chrono::milliseconds(100)) {
-        health_.Beat();
-        MessagePtr msg(consumer_->consume(100));
-        if (msg->err() == RdKafka::ERR_NO_ERROR) batch.push_back(std::move(msg));
-      }
-      if (stop.load()) return false;
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
-      if (auto recovered = spool_.Recover(); !recovered) {
-        spdlog::warn("ingest: spool not writable yet: {}", recovered.error().message);
-      }
+  // Views of the records for the builder; topic names must outlive them.
+  const std::vector<InboundRecord>& Records(Messages& batch) {
+    records_.clear();
+    topics_.clear();
+    topics_.reserve(batch.size());
+    for (const auto& m : batch) {
+      topics_.push_back(m->topic_name());
+      records_.push_back(InboundRecord{
+          topics_.back(), m->partition(), m->offset(),
+          std::string_view(static_cast<const char*>(m->key_pointer()), m->key_len()),
+          std::string_view(static_cast<const char*>(m->payload()), m->len()), IsJsonRecord(*m)});
     }
-    if (failing) {
+    return records_;
+  }
+
+  void Submit(Messages batch, BuiltBatch built) {
+    inflight_.emplace();
+    inflight_->messages = std::move(batch);
+    inflight_->built = std::move(built);
+    inflight_->started = Clock::now();
+    const IngestBatch* ingest = &inflight_->built.batch;
+    inflight_->written = std::async(std::launch::async, [this, ingest] { return spool_.CommitIngest(*ingest); });
+  }
+
+  // Waits for the write in flight. Written: counts it, dead-letters, stores
+  // offsets. Failed: its records go to carry_ to be retried. Returns false
+  // only when stopping with dead letters unpublished (offsets not stored).
+  bool Settle() {
+    if (!inflight_) return true;
+    Status written = inflight_->written.get();  // before moving: the writer reads it in place
+    InflightBatch batch = std::move(*inflight_);
+    inflight_.reset();
+    if (!written) {
+      OnWriteFailure(written.error());
+      std::move(carry_.begin(), carry_.end(), std::back_inserter(batch.messages));
+      carry_ = std::move(batch.messages);
+      return true;
+    }
+    probe_.BatchCommitted(std::chrono::duration<double>(Clock::now() - batch.started).count(),
+                          batch.messages.size());
+    if (failing_) {
       spdlog::info("ingest: spool writable again; resuming");
       health_.SetReady("spool");
-      write_failing_ = false;
+      failing_ = false;
       ApplyPause();
     }
-    probe_.BatchTally(built.tally);
-    if (!DeadLetter(batch, built.dead_letters, stop)) return false;
-    StoreOffsets(batch);
+    probe_.BatchTally(batch.built.tally);
+    if (!PublishDeadLetters(batch.messages, batch.built.dead_letters)) return false;
+    StoreOffsets(batch.messages);
     return true;
   }
 
-  void DropRevoked(std::vector<MessagePtr>& batch) {
+  void OnWriteFailure(const Error& error) {
+    probe_.WriteError();
+    if (!failing_) {
+      spdlog::error("ingest: spool write failed, pausing ingest (offsets not committed): {}", error.message);
+      health_.SetNotReady("spool", "write failing: " + error.message);
+      failing_ = true;
+      retry_backoff_ = kFirstRetry;
+      ApplyPause();
+    } else {
+      retry_backoff_ = std::min(retry_backoff_ * 2, kMaxRetry);
+    }
+    retry_at_ = Clock::now() + retry_backoff_;
+  }
+
+  // While writes fail: serve the group until the retry is due, then reopen
+  // the spool (RocksDB never writes again to a WAL that failed).
+  bool RetryDue() {
+    if (Clock::now() < retry_at_) {
+      MessagePtr msg(consumer_->consume(100));  // partitions are paused; keeps membership
+      if (msg->err() == RdKafka::ERR_NO_ERROR) carry_.push_back(std::move(msg));
+      return false;
+    }
+    if (auto recovered = spool_.Recover(); !recovered) {
+      spdlog::warn("ingest: spool not writable yet: {}", recovered.error().message);
+      OnWriteFailure(recovered.error());
+      return false;
+    }
+    return true;
+  }
+
+  void DropRevoked(Messages& batch) {
     if (revoked_.empty()) return;
     std::erase_if(batch, [this](const MessagePtr& m) {
       return revoked_.count({m->topic_name(), m->partition()}) > 0;
     });
-    revoked_.clear();
+    if (&batch != &carry_) revoked_.clear();
   }
 
-  // Copies undecodable records to the dead-letter topic and waits for their
-  // delivery; retries until delivered so none is lost before offsets commit.
-  bool DeadLetter(const std::vector<MessagePtr>& batch, const std::vector<DeadLetter>& letters,
-                  const std::atomic<bool>& stop) {
+  // Retries until the broker acknowledges every copy, so none is lost before
+  // offsets are stored; a retry may duplicate a copy.
+  bool PublishDeadLetters(const Messages& batch, const std::vector<DeadLetter>& letters) {
     if (letters.empty()) return true;
-    const std::string& topic = config_.kafka.deadletter_topic;
     std::chrono::milliseconds backoff(200);
-    while (!stop.load()) {
-      bool ok = true;
-      for (const auto& letter : letters) {
-        const RdKafka::Message& m = *batch[letter.record_index];
-        RdKafka::Headers* headers = RdKafka::Headers::create();
-        headers->add("mailroom-reason", letter.reason);
-        headers->add("mailroom-detail", letter.detail);
-        headers->add("mailroom-source-topic", m.topic_name());
-        headers->add("mailroom-source-partition", std::to_string(m.partition()));
-        headers->add("mailroom-source-offset", std::to_string(m.offset()));
-        RdKafka::ErrorCode rc = deadletter_->produce(
-            topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
-            const_cast<void*>(m.payload()), m.len(), m.key_pointer(), m.key_len(), 0, headers, nullptr);
-        if (rc != RdKafka::ERR_NO_ERROR) {
-          delete headers;
-          ok = false;
-          spdlog::warn("ingest: dead-letter produce failed: {}", RdKafka::err2str(rc));
-          break;
-        }
-      }
-      if (ok && deadletter_->flush(10000) == RdKafka::ERR_NO_ERROR) {
-        std::map<std::string, uint64_t> by_reason;
-        for (const auto& l : letters) by_reason[l.reason]++;
-        for (const auto& [reason, n] : by_reason) probe_.DeadLettered(reason, n);
-        return true;
-      }
-      // The idempotent producer retries internally; a failed flush means the
-      // broker is away. Records may reach the topic twice; none is lost.
-      spdlog::warn("ingest: dead-letter topic {} not reachable; retrying", topic);
+    while (true) {
+      Status published = deadletter_->Publish(batch, letters, 10000);
+      if (published) break;
+      spdlog::warn("ingest: {}; retrying", published.error().message);
+      if (stop_->load()) return false;
       health_.Beat();
-      consumer_->consume(static_cast<int>(backoff.count()));  // keep group membership
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+      if (in_callback_) {
+        std::this_thread::sleep_for(backoff);
+      } else {
+        MessagePtr msg(consumer_->consume(static_cast<int>(backoff.count())));  // keep membership
+        if (msg->err() == RdKafka::ERR_NO_ERROR) carry_.push_back(std::move(msg));
+      }
+      backoff = std::min(backoff * 2, kMaxRetry);
     }
-    return false;
+    std::map<std::string, uint64_t> by_reason;
+    for (const auto& l : letters) by_reason[l.reason]++;
+    for (const auto& [reason, n] : by_reason) probe_.DeadLettered(reason, n);
+    return true;
   }
 
-  void StoreOffsets(const std::vector<MessagePtr>& batch) {
+  void StoreOffsets(const Messages& batch) {
     std::map<PartitionKey, int64_t> next;
     for (const auto& m : batch) {
       auto& o = next[{m->topic_name(), m->partition()}];
@@ -340,7 +383,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
 
   // Partitions are paused while the spool is over a high-water mark or failing.
   void ApplyPause() {
-    bool paused = backpressure_.paused() || write_failing_;
+    bool paused = backpressure_.paused() || failing_;
     if (paused == paused_) return;
     paused_ = paused;
     PartitionList list;
@@ -393,11 +436,19 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   BatchBuilder builder_;
   Backpressure backpressure_;
   std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
-  std::unique_ptr<RdKafka::Producer> deadletter_;
+  std::unique_ptr<DeadLetterPublisher> deadletter_;
+  const std::atomic<bool>* stop_ = nullptr;
+  std::optional<InflightBatch> inflight_;
+  Messages carry_;  // polled, not yet written; first in the next batch
+  std::vector<InboundRecord> records_;
+  std::vector<std::string> topics_;
   std::set<PartitionKey> assigned_;
   std::set<PartitionKey> revoked_;
   bool paused_ = false;
-  bool write_failing_ = false;
+  bool failing_ = false;  // spool writes failing
+  bool in_callback_ = false;
+  std::chrono::milliseconds retry_backoff_ = kFirstRetry;
+  Clock::time_point retry_at_{};
   Clock::time_point last_check_{};
 };
 
@@ -411,4 +462,3 @@ Status IngestService::Start() { return impl_->Start(); }
 Status IngestService::Run(const std::atomic<bool>& stop) { return impl_->Run(stop); }
 
 }  // namespace mailroom
-

@@ -17,7 +17,8 @@ Result<std::unique_ptr<RdKafka::Conf>> MakeKafkaConf(const KafkaProps& base,
 }
 
 Result<std::unique_ptr<RdKafka::Producer>> MakeProducer(const std::string& brokers,
-                                                        const KafkaProps& overrides) {
+                                                        const KafkaProps& overrides,
+                                                        RdKafka::DeliveryReportCb* reports) {
   auto conf = MakeKafkaConf({{"bootstrap.servers", brokers},
                              {"client.id", "mailroom"},
                              {"enable.idempotence", "true"},
@@ -26,6 +27,9 @@ Result<std::unique_ptr<RdKafka::Producer>> MakeProducer(const std::string& broke
                             overrides);
   if (!conf) return std::unexpected(conf.error());
   std::string err;
+  if (reports && (*conf)->set("dr_cb", reports, err) != RdKafka::Conf::CONF_OK) {
+    return Fail(ErrorCode::kInternal, "setting delivery report callback: " + err);
+  }
   std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf->get(), err));
   if (!producer) return Fail(ErrorCode::kInvalidArgument, "creating Kafka producer: " + err);
   return producer;

@@ -17,8 +17,10 @@ using KafkaProps = std::map<std::string, std::string>;
 Result<std::unique_ptr<RdKafka::Conf>> MakeKafkaConf(const KafkaProps& base,
                                                      const KafkaProps& overrides = {});
 
-// An idempotent producer (acks=all) for dead letters and tools.
+// An idempotent producer (acks=all) for dead letters and tools; `reports`,
+// when given, receives every delivery report.
 Result<std::unique_ptr<RdKafka::Producer>> MakeProducer(const std::string& brokers,
-                                                        const KafkaProps& overrides = {});
+                                                        const KafkaProps& overrides = {},
+                                                        RdKafka::DeliveryReportCb* reports = nullptr);
 
 }  // namespace mailroom

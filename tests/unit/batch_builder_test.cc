@@ -108,6 +108,18 @@ TEST_F(BatchBuilderTest, DropsDuplicatesInBatchAndInSpool) {
   EXPECT_EQ(built.tally["hr"].accepted, 1u);
 }
 
+TEST_F(BatchBuilderTest, JobsOfABatchStillBeingWrittenAreDuplicates) {
+  std::unordered_set<std::string> pending = {JobKey("billing", "w1")};
+  BatchBuilder builder(config_, *spool_);
+  auto built = builder.Build({Record("mail.jobs.billing", Binary("w1"), 1), Record("mail.jobs.billing", Binary("w2"), 2)},
+                             kNow, &pending);
+  ASSERT_TRUE(built);
+  ASSERT_EQ(built->batch.jobs.size(), 1u);
+  EXPECT_EQ(built->batch.jobs[0].job().id(), "w2");
+  EXPECT_EQ(built->job_keys, (std::unordered_set<std::string>{JobKey("billing", "w2")}));
+  EXPECT_EQ(built->tally["billing"].duplicates, 1u);
+}
+
 TEST_F(BatchBuilderTest, RejectsWithReasonAndSource) {
   auto built = Build({Record("mail.jobs.billing", Binary("r1", "boss@evil.example"), 11),
                       Record("mail.jobs.billing", "\x08\x96\x01 not protobuf", 12),
