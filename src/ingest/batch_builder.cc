@@ -107,8 +107,7 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
     auto* h = record.add_history();
     h->set_time_ms(now_ms);
     h->set_state(v1::JOB_STATE_QUEUED);
-    h->set_note("accepted from " + std::string(r.topic) + "/" + std::to_string(r.partition) + "@" +
-                std::to_string(r.offset));
+    h->set_note("accepted");  // the source topic, partition and offset are fields of the record
     *record.mutable_job() = std::move(*job);
     candidates.emplace_back(i, std::move(record));
   }

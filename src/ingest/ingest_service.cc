@@ -89,7 +89,11 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
                         {"auto.offset.reset", "earliest"},
                         {"session.timeout.ms", std::to_string(k.session_timeout_ms)},
                         {"heartbeat.interval.ms", std::to_string(std::max(500, k.session_timeout_ms / 5))},
-                        {"topic.metadata.refresh.interval.ms", "5000"}};
+                        {"topic.metadata.refresh.interval.ms", "5000"},
+                        // Mail jobs can be large: fetch enough per round trip
+                        // to fill a batch of 100 KiB jobs.
+                        {"max.partition.fetch.bytes", "8388608"},
+                        {"fetch.max.bytes", "67108864"}};
     if (!k.group_instance_id.empty()) props["group.instance.id"] = k.group_instance_id;
     auto conf = MakeKafkaConf(props, k.properties);
     if (!conf) return std::unexpected(conf.error());
