@@ -6,6 +6,7 @@
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,7 +14,6 @@
 #include <filesystem>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "ingest/kafka_props.h"
@@ -89,7 +89,8 @@ bool Publish(const std::string& brokers, const std::string& topic, int jobs, siz
 }
 
 // Mailroom ingest: time from the first spooled job to the last.
-double Ingest(const std::string& brokers, const std::string& dir, const std::string& tag, int jobs) {
+double Ingest(const std::string& brokers, const std::string& dir, const std::string& tag,
+              int jobs) {
   std::filesystem::remove_all(dir);
   mailroom::Config config;
   config.kafka.brokers = brokers;
@@ -159,10 +160,15 @@ int main(int argc, char** argv) {
     if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
   }
   spdlog::set_level(spdlog::level::warn);
-  std::string tag = std::to_string(std::chrono::system_clock::now().time_since_epoch().count() % 1000000);
-  std::printf("Medians of %d rounds; batches of 1000 jobs (kafka.batch_max_messages), WAL synced.\n\n", rounds);
-  std::printf("| job size | jobs | raw RocksDB, same job bytes (jobs/s) | raw RocksDB, spool's write set (jobs/s) "
-              "| Kafka → mailroom spool (jobs/s) | ingest / raw | ingest / raw write set |\n");
+  std::string tag =
+      std::to_string(std::chrono::system_clock::now().time_since_epoch().count() % 1000000);
+  std::printf(
+      "Medians of %d rounds; batches of 1000 jobs (kafka.batch_max_messages), WAL synced.\n\n",
+      rounds);
+  std::printf(
+      "| job size | jobs | raw RocksDB, same job bytes (jobs/s) | raw RocksDB, spool's write set "
+      "(jobs/s) "
+      "| Kafka → mailroom spool (jobs/s) | ingest / raw | ingest / raw write set |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
   for (size_t i = 0; i < sizes.size(); ++i) {
     int jobs = static_cast<int>(counts[std::min(i, counts.size() - 1)]);
@@ -185,8 +191,9 @@ int main(int argc, char** argv) {
       sync();
     }
     double m_raw = Median(raw), m_shaped = Median(shaped), m_ingest = Median(ingest);
-    std::printf("| %zu B | %d | %.0f | %.0f | %.0f | %.0f %% | %.0f %% |\n", bytes, jobs, m_raw, m_shaped,
-                m_ingest, m_raw > 0 ? 100 * m_ingest / m_raw : 0, m_shaped > 0 ? 100 * m_ingest / m_shaped : 0);
+    std::printf("| %zu B | %d | %.0f | %.0f | %.0f | %.0f %% | %.0f %% |\n", bytes, jobs, m_raw,
+                m_shaped, m_ingest, m_raw > 0 ? 100 * m_ingest / m_raw : 0,
+                m_shaped > 0 ? 100 * m_ingest / m_shaped : 0);
     std::fflush(stdout);
   }
   return 0;

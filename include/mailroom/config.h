@@ -39,7 +39,7 @@ struct KafkaConfig {
 };
 
 struct WaterMarks {
-  // Queued (not finished) jobs in the spool; 0 disables. 
+  // Queued (not finished) jobs in the spool; 0 disables.
   uint64_t queued_jobs = 0;
   // Bytes of spool data on disk (SST + blob files + memtables); 0 disables.
   uint64_t spool_bytes = 0;

@@ -12,10 +12,10 @@ namespace mailroom {
 enum class ErrorCode {
   kInvalidArgument,  // bad config or input; the message names what and why
   kNotFound,
-  kIoError,          // disk or network; usually worth retrying
-  kNoSpace,          // the spool's filesystem is full
+  kIoError,  // disk or network; usually worth retrying
+  kNoSpace,  // the spool's filesystem is full
   kCorruption,
-  kUnavailable,      // a dependency (broker, carrier) cannot be reached
+  kUnavailable,  // a dependency (broker, carrier) cannot be reached
   kInternal,
 };
 

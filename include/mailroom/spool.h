@@ -8,8 +8,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -35,9 +35,9 @@ struct IngestBatch {
 
 struct SpoolStats {
   std::map<v1::JobState, int64_t> jobs_by_state;  // every state, zero included
-  int64_t queued_jobs = 0;     // not finished: queued, sending or deferred
-  int64_t outbox_pending = 0;  // events not yet published
-  uint64_t disk_bytes = 0;     // SST + blob files + memtables
+  int64_t queued_jobs = 0;                        // not finished: queued, sending or deferred
+  int64_t outbox_pending = 0;                     // events not yet published
+  uint64_t disk_bytes = 0;                        // SST + blob files + memtables
 };
 
 struct OutboxEntry {

@@ -20,9 +20,9 @@ Result<std::string> ReadFile(const std::string& path) {
 
 std::string GuessContentType(const std::string& path) {
   static const std::map<std::string, std::string> kTypes = {
-      {".pdf", "application/pdf"}, {".txt", "text/plain"},     {".html", "text/html"},
-      {".csv", "text/csv"},        {".png", "image/png"},      {".jpg", "image/jpeg"},
-      {".jpeg", "image/jpeg"},     {".gif", "image/gif"},      {".json", "application/json"},
+      {".pdf", "application/pdf"}, {".txt", "text/plain"},   {".html", "text/html"},
+      {".csv", "text/csv"},        {".png", "image/png"},    {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},     {".gif", "image/gif"},    {".json", "application/json"},
       {".zip", "application/zip"}, {".ics", "text/calendar"}};
   auto it = kTypes.find(std::filesystem::path(path).extension().string());
   return it == kTypes.end() ? "application/octet-stream" : it->second;
@@ -98,8 +98,8 @@ Result<v1::MailJob> JobFromJsonFile(const std::string& path) {
   v1::MailJob job;
   auto status = google::protobuf::util::JsonStringToMessage(*text, &job);
   if (!status.ok()) {
-    return Fail(ErrorCode::kInvalidArgument, path + ": not a proto3 JSON MailJob: " +
-                                                 std::string(status.message()));
+    return Fail(ErrorCode::kInvalidArgument,
+                path + ": not a proto3 JSON MailJob: " + std::string(status.message()));
   }
   return job;
 }

@@ -1,8 +1,8 @@
 // mailroom: the outbound mail service. See README.md and docs/.
-#include <CLI/CLI.hpp>
 #include <prometheus/registry.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <atomic>
 #include <iostream>
@@ -77,8 +77,9 @@ int main(int argc, char** argv) {
       "mail.jobs.<tenant>, spools them durably in RocksDB and reports DeliveryEvents.\n"
       "Configuration reference: docs/configuration.md"};
   std::string config_path, check_path;
-  auto* run = app.add_option("-c,--config", config_path, "Run the service with this YAML config file")
-                  ->check(CLI::ExistingFile);
+  auto* run =
+      app.add_option("-c,--config", config_path, "Run the service with this YAML config file")
+          ->check(CLI::ExistingFile);
   app.add_option("--check-config", check_path,
                  "Validate a config file and exit: 0 if valid, 2 naming the offending key if not")
       ->excludes(run);

@@ -1,6 +1,6 @@
 // mailroomctl: publish mail jobs and inspect a spool.
-#include <CLI/CLI.hpp>
 #include <google/protobuf/util/json_util.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -46,7 +46,8 @@ struct SendOptions {
 };
 
 int Send(const SendOptions& o) {
-  auto job = o.json_file.empty() ? mailroom::JobFromFlags(o.job) : mailroom::JobFromJsonFile(o.json_file);
+  auto job =
+      o.json_file.empty() ? mailroom::JobFromFlags(o.job) : mailroom::JobFromJsonFile(o.json_file);
   if (!job) {
     std::cerr << "mailroomctl send: " << job.error().message << "\n";
     return 2;
@@ -84,14 +85,15 @@ int Send(const SendOptions& o) {
     (*producer)->poll(0);
   }
   if ((*producer)->flush(30000) != RdKafka::ERR_NO_ERROR) {
-    std::cerr << "mailroomctl send: not all records were delivered to " << o.brokers << " within 30 s\n";
+    std::cerr << "mailroomctl send: not all records were delivered to " << o.brokers
+              << " within 30 s\n";
     return 1;
   }
   if (o.count == 1) {
     std::cout << "published job " << base_id << " to " << topic << "\n";
   } else {
-    std::cout << "published " << o.count << " jobs " << base_id << "-1.." << base_id << "-" << o.count
-              << " to " << topic << "\n";
+    std::cout << "published " << o.count << " jobs " << base_id << "-1.." << base_id << "-"
+              << o.count << " to " << topic << "\n";
   }
   return 0;
 }
@@ -175,9 +177,11 @@ int main(int argc, char** argv) {
       "Exit codes: 0 success; 1 failure (broker, spool, not found); 2 bad arguments or job file.");
 
   SendOptions send;
-  auto* s = app.add_subcommand("send", "Publish a MailJob to mail.jobs.<tenant>, built from flags or a JSON file");
+  auto* s = app.add_subcommand(
+      "send", "Publish a MailJob to mail.jobs.<tenant>, built from flags or a JSON file");
   s->add_option("--brokers", send.brokers, "Kafka bootstrap servers")->capture_default_str();
-  s->add_option("--tenant", send.tenant, "Tenant: the job goes to topic <topic-prefix><tenant>")->required();
+  s->add_option("--tenant", send.tenant, "Tenant: the job goes to topic <topic-prefix><tenant>")
+      ->required();
   s->add_option("--topic-prefix", send.topic_prefix, "Topic prefix")->capture_default_str();
   s->add_option("--id", send.job.id, "Job id (idempotency key); random when omitted");
   s->add_option("--from", send.job.from, "Sender, 'Name <addr>' or 'addr'");
@@ -188,9 +192,11 @@ int main(int argc, char** argv) {
   s->add_option("--subject", send.job.subject, "Subject");
   s->add_option("--text", send.job.text, "Plain-text body");
   s->add_option("--html", send.job.html, "HTML body");
-  s->add_option("--attach", send.job.attach, "Attach a file (repeatable)")->check(CLI::ExistingFile);
+  s->add_option("--attach", send.job.attach, "Attach a file (repeatable)")
+      ->check(CLI::ExistingFile);
   s->add_option("--header", send.job.headers, "Extra header 'Name: value' (repeatable)");
-  s->add_option("--metadata", send.job.metadata, "Metadata key=value echoed in events (repeatable)");
+  s->add_option("--metadata", send.job.metadata,
+                "Metadata key=value echoed in events (repeatable)");
   s->add_option("--category", send.job.categories, "Category (repeatable)");
   s->add_option("--json", send.json_file, "Read the job from a proto3 JSON file instead of flags")
       ->check(CLI::ExistingFile);
@@ -209,7 +215,8 @@ int main(int argc, char** argv) {
   show->add_option("--path", path, "Spool directory (spool.path)")->required();
   show->add_option("--tenant", tenant, "Tenant")->required();
   show->add_option("--id", id, "Job id")->required();
-  auto* outbox = spool->add_subcommand("outbox", "Print unpublished events, one JSON object per line");
+  auto* outbox =
+      spool->add_subcommand("outbox", "Print unpublished events, one JSON object per line");
   outbox->add_option("--path", path, "Spool directory (spool.path)")->required();
   outbox->add_option("--limit", limit, "Most events to print")->capture_default_str();
 

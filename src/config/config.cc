@@ -143,7 +143,8 @@ void Validate(const Config& c) {
   if (c.kafka.brokers.empty()) Throw("kafka.brokers", "must not be empty");
   if (c.kafka.group_id.empty()) Throw("kafka.group_id", "must not be empty");
   if (c.kafka.topic_regex.empty() || c.kafka.topic_regex[0] != '^') {
-    Throw("kafka.topic_regex", "must be a regex starting with '^' (librdkafka subscribes by regex)");
+    Throw("kafka.topic_regex",
+          "must be a regex starting with '^' (librdkafka subscribes by regex)");
   }
   if (c.kafka.deadletter_topic.empty()) Throw("kafka.deadletter_topic", "must not be empty");
   if (c.spool.path.empty()) Throw("spool.path", "must not be empty");
@@ -164,7 +165,8 @@ void Validate(const Config& c) {
     Throw("http.listen", "must be host:port, got '" + c.http.listen + "'");
   }
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error"};
-  if (!kLevels.count(c.log.level)) Throw("log.level", "must be one of trace, debug, info, warn, error");
+  if (!kLevels.count(c.log.level))
+    Throw("log.level", "must be one of trace, debug, info, warn, error");
 }
 
 Config ParseRoot(const YAML::Node& root) {
@@ -219,7 +221,8 @@ Config ParseRoot(const YAML::Node& root) {
       s.StringList("allowed_senders", t.allowed_senders);
       for (auto& sender : t.allowed_senders) {
         if (sender.empty() || sender.back() == '@') Throw(path + ".allowed_senders", "empty entry");
-        for (auto& ch : sender) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        for (auto& ch : sender)
+          ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       }
       s.Integer("max_recipients", t.max_recipients, 0, 100000);
       s.Bytes("max_message_bytes", t.max_message_bytes);
@@ -236,21 +239,29 @@ Result<uint64_t> ParseByteSize(const std::string& text) {
   uint64_t value = 0;
   auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || p == text.data()) {
-    return Fail(ErrorCode::kInvalidArgument, "must be a size such as 4096, 64KiB or 2GB, got '" + text + "'");
+    return Fail(ErrorCode::kInvalidArgument,
+                "must be a size such as 4096, 64KiB or 2GB, got '" + text + "'");
   }
   std::string unit(p, text.data() + text.size());
   while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
-  static const std::pair<const char*, uint64_t> kUnits[] = {
-      {"", 1},          {"B", 1},           {"KB", 1000},       {"KiB", 1ull << 10},
-      {"MB", 1000000},  {"MiB", 1ull << 20}, {"GB", 1000000000}, {"GiB", 1ull << 30},
-      {"TB", 1000000000000ull}, {"TiB", 1ull << 40}};
+  static const std::pair<const char*, uint64_t> kUnits[] = {{"", 1},
+                                                            {"B", 1},
+                                                            {"KB", 1000},
+                                                            {"KiB", 1ull << 10},
+                                                            {"MB", 1000000},
+                                                            {"MiB", 1ull << 20},
+                                                            {"GB", 1000000000},
+                                                            {"GiB", 1ull << 30},
+                                                            {"TB", 1000000000000ull},
+                                                            {"TiB", 1ull << 40}};
   for (const auto& [name, mult] : kUnits) {
     if (unit == name) {
       if (value > UINT64_MAX / mult) return Fail(ErrorCode::kInvalidArgument, "size too large");
       return value * mult;
     }
   }
-  return Fail(ErrorCode::kInvalidArgument, "unknown size unit '" + unit + "' (use B, KiB, MiB, GiB, KB, MB, GB)");
+  return Fail(ErrorCode::kInvalidArgument,
+              "unknown size unit '" + unit + "' (use B, KiB, MiB, GiB, KB, MB, GB)");
 }
 
 Result<Config> ParseConfig(const std::string& yaml_text) {

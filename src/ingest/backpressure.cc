@@ -8,10 +8,12 @@ std::string Backpressure::Exceeded(const SpoolLoad& load, const WaterMarks& mark
   // A mark is active when the high-water value is set; the low-water value of
   // the same measure then decides resumption.
   if (high_.queued_jobs && load.queued_jobs >= marks.queued_jobs) {
-    return "queued jobs " + std::to_string(load.queued_jobs) + " >= " + std::to_string(marks.queued_jobs);
+    return "queued jobs " + std::to_string(load.queued_jobs) +
+           " >= " + std::to_string(marks.queued_jobs);
   }
   if (high_.spool_bytes && load.spool_bytes >= marks.spool_bytes) {
-    return "spool bytes " + std::to_string(load.spool_bytes) + " >= " + std::to_string(marks.spool_bytes);
+    return "spool bytes " + std::to_string(load.spool_bytes) +
+           " >= " + std::to_string(marks.spool_bytes);
   }
   if (high_.free_disk_bytes && load.free_disk_bytes < marks.free_disk_bytes) {
     return "free disk " + std::to_string(load.free_disk_bytes) + " < " +

@@ -3,7 +3,6 @@
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
-
 namespace mailroom {
 namespace {
 
@@ -31,8 +30,9 @@ Result<v1::MailJob> DecodeJob(std::string_view payload, bool json) {
   }
   if (payload.empty()) return Fail(ErrorCode::kInvalidArgument, "empty record");
   if (!job.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "not a binary MailJob (send proto3 JSON with header content-type: application/json)");
+    return Fail(
+        ErrorCode::kInvalidArgument,
+        "not a binary MailJob (send proto3 JSON with header content-type: application/json)");
   }
   return job;
 }
@@ -48,8 +48,7 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
   BuiltBatch out;
   auto now = TimeUtil::MillisecondsToTimestamp(now_ms);
   auto reject = [&](const InboundRecord& r, const std::string& tenant, const std::string& job_id,
-                    std::string_view reason, const std::string& detail,
-                    const v1::MailJob* job) {
+                    std::string_view reason, const std::string& detail, const v1::MailJob* job) {
     v1::DeliveryEvent e;
     e.set_job_id(job_id);
     e.set_tenant(tenant);
@@ -79,8 +78,8 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
     auto job = DecodeJob(r.payload, r.json);
     if (!job) {
       reject(r, tenant, "", ReasonCode(RejectReason::kUndecodable), job.error().message, nullptr);
-      out.dead_letters.push_back({i, std::string(ReasonCode(RejectReason::kUndecodable)),
-                                  job.error().message});
+      out.dead_letters.push_back(
+          {i, std::string(ReasonCode(RejectReason::kUndecodable)), job.error().message});
       continue;
     }
     if (auto rejection = validator_.Check(tenant, *job, r.payload.size(), now_ms)) {
@@ -92,7 +91,8 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
     record.set_state(v1::JOB_STATE_QUEUED);
     record.set_accepted_ms(now_ms);
     int64_t due = now_ms;
-    if (job->has_not_before()) due = std::max(due, TimeUtil::TimestampToMilliseconds(job->not_before()));
+    if (job->has_not_before())
+      due = std::max(due, TimeUtil::TimestampToMilliseconds(job->not_before()));
     record.set_due_ms(due);
     record.set_source_topic(std::string(r.topic));
     record.set_source_partition(r.partition);
@@ -121,7 +121,8 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
   for (size_t c = 0; c < candidates.size(); ++c) {
     auto& [i, record] = candidates[c];
     TenantTally& tally = out.tally[record.tenant()];
-    if ((*found)[c] || (pending && pending->count(keys[c])) || !out.job_keys.insert(keys[c]).second) {
+    if ((*found)[c] || (pending && pending->count(keys[c])) ||
+        !out.job_keys.insert(keys[c]).second) {
       tally.duplicates++;
       continue;
     }

@@ -50,7 +50,8 @@ Result<v1::MailJob> DecodeJob(std::string_view payload, bool json);
 
 class BatchBuilder {
  public:
-  BatchBuilder(const Config& config, Spool& spool) : config_(config), spool_(spool), validator_(config) {}
+  BatchBuilder(const Config& config, Spool& spool)
+      : config_(config), spool_(spool), validator_(config) {}
 
   // `pending` holds JobKeys of a batch still being written: duplicates too.
   Result<BuiltBatch> Build(const std::vector<InboundRecord>& records, int64_t now_ms,

@@ -2,9 +2,8 @@
 
 namespace mailroom {
 
-Result<std::unique_ptr<DeadLetterPublisher>> DeadLetterPublisher::Create(const std::string& topic,
-                                                                        const std::string& brokers,
-                                                                        const KafkaProps& properties) {
+Result<std::unique_ptr<DeadLetterPublisher>> DeadLetterPublisher::Create(
+    const std::string& topic, const std::string& brokers, const KafkaProps& properties) {
   std::unique_ptr<DeadLetterPublisher> publisher(new DeadLetterPublisher());
   publisher->topic_ = topic;
   auto producer = MakeProducer(brokers, properties, publisher.get());
@@ -30,21 +29,23 @@ Status DeadLetterPublisher::Publish(const std::vector<std::unique_ptr<RdKafka::M
     headers->add("mailroom-source-topic", m.topic_name());
     headers->add("mailroom-source-partition", std::to_string(m.partition()));
     headers->add("mailroom-source-offset", std::to_string(m.offset()));
-    RdKafka::ErrorCode rc = producer_->produce(
-        topic_, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY, m.payload(), m.len(),
-        m.key_pointer(), m.key_len(), 0, headers, nullptr);
+    RdKafka::ErrorCode rc =
+        producer_->produce(topic_, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
+                           m.payload(), m.len(), m.key_pointer(), m.key_len(), 0, headers, nullptr);
     if (rc != RdKafka::ERR_NO_ERROR) {
       delete headers;  // ownership passes to librdkafka only on success
       return Fail(ErrorCode::kUnavailable, "producing to " + topic_ + ": " + RdKafka::err2str(rc));
     }
   }
   if (producer_->flush(timeout_ms) != RdKafka::ERR_NO_ERROR) {
-    return Fail(ErrorCode::kUnavailable, "dead-letter topic " + topic_ + " did not acknowledge within " +
+    return Fail(ErrorCode::kUnavailable, "dead-letter topic " + topic_ +
+                                             " did not acknowledge within " +
                                              std::to_string(timeout_ms) + " ms");
   }
   if (failures_ > 0) {
-    return Fail(ErrorCode::kUnavailable, std::to_string(failures_) + " dead letters not delivered to " +
-                                             topic_ + ": " + last_failure_);
+    return Fail(ErrorCode::kUnavailable, std::to_string(failures_) +
+                                             " dead letters not delivered to " + topic_ + ": " +
+                                             last_failure_);
   }
   return {};
 }

@@ -79,27 +79,30 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
 
   Status Start() {
     const auto& k = config_.kafka;
-    KafkaProps props = {{"bootstrap.servers", k.brokers},
-                        {"group.id", k.group_id},
-                        {"client.id", "mailroom"},
-                        {"partition.assignment.strategy", "cooperative-sticky"},
-                        {"enable.auto.offset.store", "false"},
-                        {"enable.auto.commit", "true"},
-                        {"auto.commit.interval.ms", "1000"},
-                        {"auto.offset.reset", "earliest"},
-                        {"session.timeout.ms", std::to_string(k.session_timeout_ms)},
-                        {"heartbeat.interval.ms", std::to_string(std::max(500, k.session_timeout_ms / 5))},
-                        {"topic.metadata.refresh.interval.ms", "5000"},
-                        // Mail jobs can be large: fetch enough per round trip
-                        // to fill a batch of 100 KiB jobs.
-                        {"max.partition.fetch.bytes", "8388608"},
-                        {"fetch.max.bytes", "67108864"}};
+    KafkaProps props = {
+        {"bootstrap.servers", k.brokers},
+        {"group.id", k.group_id},
+        {"client.id", "mailroom"},
+        {"partition.assignment.strategy", "cooperative-sticky"},
+        {"enable.auto.offset.store", "false"},
+        {"enable.auto.commit", "true"},
+        {"auto.commit.interval.ms", "1000"},
+        {"auto.offset.reset", "earliest"},
+        {"session.timeout.ms", std::to_string(k.session_timeout_ms)},
+        {"heartbeat.interval.ms", std::to_string(std::max(500, k.session_timeout_ms / 5))},
+        {"topic.metadata.refresh.interval.ms", "5000"},
+        // Mail jobs can be large: fetch enough per round trip
+        // to fill a batch of 100 KiB jobs.
+        {"max.partition.fetch.bytes", "8388608"},
+        {"fetch.max.bytes", "67108864"}};
     if (!k.group_instance_id.empty()) props["group.instance.id"] = k.group_instance_id;
     auto conf = MakeKafkaConf(props, k.properties);
     if (!conf) return std::unexpected(conf.error());
     std::string err;
-    if ((*conf)->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this), err) != RdKafka::Conf::CONF_OK ||
-        (*conf)->set("event_cb", static_cast<RdKafka::EventCb*>(this), err) != RdKafka::Conf::CONF_OK) {
+    if ((*conf)->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this), err) !=
+            RdKafka::Conf::CONF_OK ||
+        (*conf)->set("event_cb", static_cast<RdKafka::EventCb*>(this), err) !=
+            RdKafka::Conf::CONF_OK) {
       return Fail(ErrorCode::kInternal, "configuring Kafka callbacks: " + err);
     }
     consumer_.reset(RdKafka::KafkaConsumer::create(conf->get(), err));
@@ -132,7 +135,8 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       DropRevoked(batch);
       std::optional<Result<BuiltBatch>> built;
       if (!batch.empty()) {
-        built = builder_.Build(Records(batch), WallMs(), inflight_ ? &inflight_->built.job_keys : nullptr);
+        built = builder_.Build(Records(batch), WallMs(),
+                               inflight_ ? &inflight_->built.job_keys : nullptr);
       }
       if (!Settle()) break;
       if (!carry_.empty() || batch.empty()) {
@@ -210,8 +214,8 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   void event_cb(RdKafka::Event& event) override {
     switch (event.type()) {
       case RdKafka::Event::EVENT_ERROR:
-        spdlog::log(event.fatal() ? spdlog::level::critical : spdlog::level::warn,
-                    "kafka: {} ({})", event.str(), RdKafka::err2str(event.err()));
+        spdlog::log(event.fatal() ? spdlog::level::critical : spdlog::level::warn, "kafka: {} ({})",
+                    event.str(), RdKafka::err2str(event.err()));
         break;
       case RdKafka::Event::EVENT_LOG:
         if (event.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING) {
@@ -236,12 +240,14 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       int timeout = 100;
       if (deadline != Clock::time_point::max()) {
         timeout = static_cast<int>(std::max<int64_t>(
-            0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())
+                   .count()));
       }
       MessagePtr msg(consumer_->consume(timeout));
       if (msg->err() == RdKafka::ERR__TIMED_OUT) break;
       if (msg->err() != RdKafka::ERR_NO_ERROR) {
-        if (msg->err() != RdKafka::ERR__PARTITION_EOF) spdlog::warn("ingest: consume: {}", msg->errstr());
+        if (msg->err() != RdKafka::ERR__PARTITION_EOF)
+          spdlog::warn("ingest: consume: {}", msg->errstr());
         if (deadline == Clock::time_point::max()) break;
         continue;
       }
@@ -274,7 +280,8 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     inflight_->built = std::move(built);
     inflight_->started = Clock::now();
     const IngestBatch* ingest = &inflight_->built.batch;
-    inflight_->written = std::async(std::launch::async, [this, ingest] { return spool_.CommitIngest(*ingest); });
+    inflight_->written =
+        std::async(std::launch::async, [this, ingest] { return spool_.CommitIngest(*ingest); });
   }
 
   // Waits for the write in flight. Written: counts it, dead-letters, stores
@@ -308,7 +315,8 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   void OnWriteFailure(const Error& error) {
     probe_.WriteError();
     if (!failing_) {
-      spdlog::error("ingest: spool write failed, pausing ingest (offsets not committed): {}", error.message);
+      spdlog::error("ingest: spool write failed, pausing ingest (offsets not committed): {}",
+                    error.message);
       health_.SetNotReady("spool", "write failing: " + error.message);
       failing_ = true;
       retry_backoff_ = kFirstRetry;
@@ -404,8 +412,8 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     if (now - last_check_ < std::chrono::milliseconds(250)) return;
     last_check_ = now;
     SpoolStats stats = spool_.Stats();
-    SpoolLoad load{static_cast<uint64_t>(std::max<int64_t>(0, stats.queued_jobs)),
-                   stats.disk_bytes, FreeDiskBytes(spool_.path())};
+    SpoolLoad load{static_cast<uint64_t>(std::max<int64_t>(0, stats.queued_jobs)), stats.disk_bytes,
+                   FreeDiskBytes(spool_.path())};
     bool was = backpressure_.paused();
     bool pause = backpressure_.Update(load);
     if (pause != was) {

@@ -19,8 +19,8 @@ Result<std::unique_ptr<RdKafka::Conf>> MakeKafkaConf(const KafkaProps& base,
 
 // An idempotent producer (acks=all) for dead letters and tools; `reports`,
 // when given, receives every delivery report.
-Result<std::unique_ptr<RdKafka::Producer>> MakeProducer(const std::string& brokers,
-                                                        const KafkaProps& overrides = {},
-                                                        RdKafka::DeliveryReportCb* reports = nullptr);
+Result<std::unique_ptr<RdKafka::Producer>> MakeProducer(
+    const std::string& brokers, const KafkaProps& overrides = {},
+    RdKafka::DeliveryReportCb* reports = nullptr);
 
 }  // namespace mailroom

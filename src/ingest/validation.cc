@@ -66,19 +66,32 @@ int64_t ToMillis(const google::protobuf::Timestamp& ts) {
 
 std::string_view ReasonCode(RejectReason reason) {
   switch (reason) {
-    case RejectReason::kUndecodable: return "undecodable";
-    case RejectReason::kInvalidTopic: return "invalid_topic";
-    case RejectReason::kMissingId: return "missing_id";
-    case RejectReason::kIdTooLong: return "id_too_long";
-    case RejectReason::kNoRecipient: return "no_recipient";
-    case RejectReason::kInvalidAddress: return "invalid_address";
-    case RejectReason::kHeaderInjection: return "header_injection";
-    case RejectReason::kInvalidHeader: return "invalid_header";
-    case RejectReason::kTooManyRecipients: return "too_many_recipients";
-    case RejectReason::kMessageTooLarge: return "message_too_large";
-    case RejectReason::kUnknownTenant: return "unknown_tenant";
-    case RejectReason::kSenderNotAllowed: return "sender_not_allowed";
-    case RejectReason::kExpired: return "expired";
+    case RejectReason::kUndecodable:
+      return "undecodable";
+    case RejectReason::kInvalidTopic:
+      return "invalid_topic";
+    case RejectReason::kMissingId:
+      return "missing_id";
+    case RejectReason::kIdTooLong:
+      return "id_too_long";
+    case RejectReason::kNoRecipient:
+      return "no_recipient";
+    case RejectReason::kInvalidAddress:
+      return "invalid_address";
+    case RejectReason::kHeaderInjection:
+      return "header_injection";
+    case RejectReason::kInvalidHeader:
+      return "invalid_header";
+    case RejectReason::kTooManyRecipients:
+      return "too_many_recipients";
+    case RejectReason::kMessageTooLarge:
+      return "message_too_large";
+    case RejectReason::kUnknownTenant:
+      return "unknown_tenant";
+    case RejectReason::kSenderNotAllowed:
+      return "sender_not_allowed";
+    case RejectReason::kExpired:
+      return "expired";
   }
   return "unknown";
 }
@@ -135,10 +148,12 @@ std::optional<Rejection> JobValidator::Check(const std::string& tenant, const v1
                                                 " bytes; the limit is " +
                                                 std::to_string(config_.limits.max_id_length));
   }
-  if (HasControl(job.id())) return reject(RejectReason::kHeaderInjection, "id contains CR, LF or NUL");
+  if (HasControl(job.id()))
+    return reject(RejectReason::kHeaderInjection, "id contains CR, LF or NUL");
 
   // Header injection first: a CR/LF in an address is an attack, not a typo.
-  auto check_address = [&](const v1::Address& a, const std::string& field) -> std::optional<Rejection> {
+  auto check_address = [&](const v1::Address& a,
+                           const std::string& field) -> std::optional<Rejection> {
     if (HasControl(a.email()) || HasControl(a.name())) {
       return reject(RejectReason::kHeaderInjection, field + " contains CR, LF or NUL");
     }
@@ -154,8 +169,10 @@ std::optional<Rejection> JobValidator::Check(const std::string& tenant, const v1
   if (auto r = check_address(job.from(), "from")) return r;
   size_t recipients = 0;
   for (const auto* list : {&job.to(), &job.cc(), &job.bcc(), &job.reply_to()}) {
-    const char* name = list == &job.to() ? "to" : list == &job.cc() ? "cc"
-                     : list == &job.bcc() ? "bcc" : "reply_to";
+    const char* name = list == &job.to()    ? "to"
+                       : list == &job.cc()  ? "cc"
+                       : list == &job.bcc() ? "bcc"
+                                            : "reply_to";
     for (int i = 0; i < list->size(); ++i) {
       if (auto r = check_address((*list)[i], std::string(name) + "[" + std::to_string(i) + "]")) {
         return r;
@@ -163,50 +180,55 @@ std::optional<Rejection> JobValidator::Check(const std::string& tenant, const v1
     }
     if (list != &job.reply_to()) recipients += list->size();
   }
-  if (HasControl(job.subject())) return reject(RejectReason::kHeaderInjection, "subject contains CR, LF or NUL");
+  if (HasControl(job.subject()))
+    return reject(RejectReason::kHeaderInjection, "subject contains CR, LF or NUL");
   for (int i = 0; i < job.headers_size(); ++i) {
     const auto& h = job.headers(i);
     std::string field = "headers[" + std::to_string(i) + "]";
     if (HasControl(h.name()) || HasControl(h.value())) {
-      return reject(RejectReason::kHeaderInjection, field + " (" + h.name() + ") contains CR, LF or NUL");
+      return reject(RejectReason::kHeaderInjection,
+                    field + " (" + h.name() + ") contains CR, LF or NUL");
     }
     if (h.name().empty() || !std::all_of(h.name().begin(), h.name().end(), [](unsigned char c) {
           return c > 32 && c < 127 && c != ':';
         })) {
-      return reject(RejectReason::kInvalidHeader, field + " name '" + h.name() +
-                                                      "' must be printable ASCII without ':' or spaces");
+      return reject(
+          RejectReason::kInvalidHeader,
+          field + " name '" + h.name() + "' must be printable ASCII without ':' or spaces");
     }
   }
   for (int i = 0; i < job.attachments_size(); ++i) {
     const auto& a = job.attachments(i);
     if (HasControl(a.filename()) || HasControl(a.content_type()) || HasControl(a.content_id())) {
       return reject(RejectReason::kHeaderInjection,
-                    "attachments[" + std::to_string(i) + "] filename, content_type or content_id contains CR, LF or NUL");
+                    "attachments[" + std::to_string(i) +
+                        "] filename, content_type or content_id contains CR, LF or NUL");
     }
   }
   for (int i = 0; i < job.categories_size(); ++i) {
     if (HasControl(job.categories(i))) {
-      return reject(RejectReason::kHeaderInjection, "categories[" + std::to_string(i) + "] contains CR, LF or NUL");
+      return reject(RejectReason::kHeaderInjection,
+                    "categories[" + std::to_string(i) + "] contains CR, LF or NUL");
     }
   }
   if (recipients == 0) return reject(RejectReason::kNoRecipient, "to, cc and bcc are all empty");
-  uint32_t max_rcpt = policy && policy->max_recipients ? policy->max_recipients
-                                                       : config_.limits.max_recipients;
+  uint32_t max_rcpt =
+      policy && policy->max_recipients ? policy->max_recipients : config_.limits.max_recipients;
   if (recipients > max_rcpt) {
-    return reject(RejectReason::kTooManyRecipients, std::to_string(recipients) +
-                                                        " recipients; the limit is " +
-                                                        std::to_string(max_rcpt));
+    return reject(
+        RejectReason::kTooManyRecipients,
+        std::to_string(recipients) + " recipients; the limit is " + std::to_string(max_rcpt));
   }
   uint64_t max_bytes = policy && policy->max_message_bytes ? policy->max_message_bytes
                                                            : config_.limits.max_message_bytes;
   if (encoded_bytes > max_bytes) {
-    return reject(RejectReason::kMessageTooLarge, std::to_string(encoded_bytes) +
-                                                      " bytes; the limit is " +
-                                                      std::to_string(max_bytes));
+    return reject(
+        RejectReason::kMessageTooLarge,
+        std::to_string(encoded_bytes) + " bytes; the limit is " + std::to_string(max_bytes));
   }
   if (policy && !SenderAllowed(job.from().email(), policy->allowed_senders)) {
-    return reject(RejectReason::kSenderNotAllowed, "tenant '" + tenant + "' may not send from '" +
-                                                       job.from().email() + "'");
+    return reject(RejectReason::kSenderNotAllowed,
+                  "tenant '" + tenant + "' may not send from '" + job.from().email() + "'");
   }
   if (job.has_expires_at() && ToMillis(job.expires_at()) <= now_ms) {
     return reject(RejectReason::kExpired, "expires_at is already past");

@@ -36,42 +36,41 @@ IngestProbe::IngestProbe(prometheus::Registry& r)
                       .Name("mailroom_ingest_deadletter_total")
                       .Help("Undecodable records copied to the dead-letter topic, by reason")
                       .Register(r)),
-      commit_seconds_(BuildHistogram()
-                          .Name("mailroom_ingest_batch_commit_seconds")
-                          .Help("Time to write one poll batch to the spool with the WAL synced")
-                          .Register(r)
-                          .Add({}, prometheus::Histogram::BucketBoundaries{
-                                       0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
-                                       0.25, 0.5, 1, 2.5})),
+      commit_seconds_(
+          BuildHistogram()
+              .Name("mailroom_ingest_batch_commit_seconds")
+              .Help("Time to write one poll batch to the spool with the WAL synced")
+              .Register(r)
+              .Add({},
+                   prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
+                                                           0.05, 0.1, 0.25, 0.5, 1, 2.5})),
       batch_records_(BuildHistogram()
                          .Name("mailroom_ingest_batch_records")
                          .Help("Records per poll batch")
                          .Register(r)
-                         .Add({}, prometheus::Histogram::BucketBoundaries{
-                                      1, 10, 50, 100, 250, 500, 1000, 2500, 5000})),
+                         .Add({}, prometheus::Histogram::BucketBoundaries{1, 10, 50, 100, 250, 500,
+                                                                          1000, 2500, 5000})),
       write_errors_(BuildCounter()
                         .Name("mailroom_ingest_spool_write_errors_total")
                         .Help("Failed spool writes (e.g. disk full); offsets were not committed")
                         .Register(r)
                         .Add({})),
-      paused_partitions_(OneGauge(r, "mailroom_ingest_paused_partitions",
-                                  "Assigned partitions currently paused")),
+      paused_partitions_(
+          OneGauge(r, "mailroom_ingest_paused_partitions", "Assigned partitions currently paused")),
       backpressure_(OneGauge(r, "mailroom_ingest_backpressure",
                              "1 while ingest is paused by a spool high-water mark or write error")),
       lag_(BuildGauge()
                .Name("mailroom_ingest_consumer_lag")
                .Help("Records between the consumer position and the partition's high watermark")
                .Register(r)),
-      spool_jobs_(BuildGauge()
-                      .Name("mailroom_spool_jobs")
-                      .Help("Jobs in the spool, by state")
-                      .Register(r)),
+      spool_jobs_(
+          BuildGauge().Name("mailroom_spool_jobs").Help("Jobs in the spool, by state").Register(r)),
       outbox_pending_(OneGauge(r, "mailroom_spool_outbox_pending",
                                "Delivery events in the outbox not yet published")),
       spool_bytes_(OneGauge(r, "mailroom_spool_disk_bytes",
                             "Bytes of spool data (SST, blob files, memtables)")),
-      free_disk_(OneGauge(r, "mailroom_spool_free_disk_bytes",
-                          "Free bytes on the spool's filesystem")) {}
+      free_disk_(
+          OneGauge(r, "mailroom_spool_free_disk_bytes", "Free bytes on the spool's filesystem")) {}
 
 void IngestProbe::BatchTally(const std::map<std::string, TenantTally>& tally) {
   for (const auto& [tenant, t] : tally) {

@@ -24,7 +24,9 @@ class CounterMerge : public rocksdb::AssociativeMergeOperator {
 
 }  // namespace
 
-std::string EncodeCounter(int64_t v) { return std::string(reinterpret_cast<const char*>(&v), sizeof v); }
+std::string EncodeCounter(int64_t v) {
+  return std::string(reinterpret_cast<const char*>(&v), sizeof v);
+}
 
 int64_t DecodeCounter(const std::string& bytes) { return Decode(bytes); }
 

@@ -19,8 +19,8 @@ namespace {
 constexpr char kSchemaKey[] = "schema_version";
 constexpr char kSchemaVersion[] = "1";
 constexpr char kOutboxCounter[] = "count/outbox";
-const char* const kFamilies[] = {"default", "jobs", "due", "outbox", "suppressions", "provider_ids",
-                                 "retention"};
+const char* const kFamilies[] = {"default",      "jobs",         "due",      "outbox",
+                                 "suppressions", "provider_ids", "retention"};
 
 std::unexpected<Error> Closed() { return Fail(ErrorCode::kUnavailable, "spool is closed"); }
 
@@ -82,7 +82,9 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolConfig& config, bool read_
   if (!read_only) {
     std::error_code ec;
     std::filesystem::create_directories(config.path, ec);
-    if (ec) return Fail(ErrorCode::kIoError, "spool.path: cannot create " + config.path + ": " + ec.message());
+    if (ec)
+      return Fail(ErrorCode::kIoError,
+                  "spool.path: cannot create " + config.path + ": " + ec.message());
   }
   if (auto s = spool->OpenDb(); !s) return std::unexpected(s.error());
   return spool;
@@ -110,9 +112,9 @@ Status Spool::OpenDb() {
   }
   rocksdb::DB* db = nullptr;
   const std::string& path = config_.path;
-  rocksdb::Status s =
-      read_only_ ? rocksdb::DB::OpenForReadOnly(options, path, families, &handles_, &db)
-                 : rocksdb::DB::Open(options, path, families, &handles_, &db);
+  rocksdb::Status s = read_only_
+                          ? rocksdb::DB::OpenForReadOnly(options, path, families, &handles_, &db)
+                          : rocksdb::DB::Open(options, path, families, &handles_, &db);
   if (!s.ok()) return std::unexpected(FromRocks(s, "opening spool " + path));
   db_.reset(db);
   meta_ = handles_[0];
@@ -299,8 +301,8 @@ Result<std::vector<OutboxEntry>> Spool::ReadOutbox(size_t max) {
   for (it->SeekToFirst(); it->Valid() && entries.size() < max; it->Next()) {
     OutboxEntry entry{DecodeBe64(it->key().data()), {}};
     if (!entry.event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      return Fail(ErrorCode::kCorruption, "outbox entry " + std::to_string(entry.seq) +
-                                              " does not parse");
+      return Fail(ErrorCode::kCorruption,
+                  "outbox entry " + std::to_string(entry.seq) + " does not parse");
     }
     entries.push_back(std::move(entry));
   }

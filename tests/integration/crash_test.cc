@@ -19,8 +19,9 @@ TEST(CrashIntegration, KillNineDuringIngestLosesAndDuplicatesNothing) {
   TempDir spool_dir("mailroom-crash");
   // Small batches: more commits, more moments for a kill to land between
   // them. Static membership: a restarted pod gets its partitions back at once.
-  MailroomUnderTest service(s, {.kafka = "  batch_max_messages: 200\n  group_instance_id: crash-" + s + "\n",
-                                .spool_dir = spool_dir.path()});
+  MailroomUnderTest service(
+      s, {.kafka = "  batch_max_messages: 200\n  group_instance_id: crash-" + s + "\n",
+          .spool_dir = spool_dir.path()});
 
   // Publish steadily in the background (about 4,000 jobs/s) while the
   // service is killed.
@@ -55,7 +56,8 @@ TEST(CrashIntegration, KillNineDuringIngestLosesAndDuplicatesNothing) {
   publisher.join();
   service.Start();
   ASSERT_TRUE(service.WaitFor([&] { return queued() >= kJobs; }, 180000))
-      << "spooled " << queued() << " of " << kJobs << "\n" << service.log();
+      << "spooled " << queued() << " of " << kJobs << "\n"
+      << service.log();
   ASSERT_EQ(service.Stop(), 0) << service.log();
 
   auto spool = service.OpenSpoolReadOnly();

@@ -56,11 +56,13 @@ TEST(DiskFullIntegration, IngestPausesWithoutCommittingAndResumesWhenSpaceIsFree
   Fill(filler, 6 << 20);
   {
     TestProducer producer;
-    for (int i = 0; i < kJobs; ++i) producer.SendJob(topic, SampleJob("big-" + std::to_string(i), 100 << 10));
+    for (int i = 0; i < kJobs; ++i)
+      producer.SendJob(topic, SampleJob("big-" + std::to_string(i), 100 << 10));
   }
-  ASSERT_TRUE(mailroom.WaitFor([&] {
-    return Metric(mailroom.Metrics(), "mailroom_ingest_spool_write_errors_total") > 0;
-  }, 60000)) << mailroom.log();
+  ASSERT_TRUE(mailroom.WaitFor(
+      [&] { return Metric(mailroom.Metrics(), "mailroom_ingest_spool_write_errors_total") > 0; },
+      60000))
+      << mailroom.log();
   int status = 0;
   std::string readyz = mailroom.Readyz(&status);
   EXPECT_EQ(status, 503);
@@ -75,15 +77,19 @@ TEST(DiskFullIntegration, IngestPausesWithoutCommittingAndResumesWhenSpaceIsFree
   ASSERT_TRUE(mailroom.Running()) << mailroom.log();
 
   std::filesystem::remove(filler);
-  ASSERT_TRUE(mailroom.WaitFor([&] {
-    return Metric(mailroom.Metrics(), "mailroom_spool_jobs{state=\"queued\"}") == kJobs;
-  }, 120000)) << mailroom.log();
-  ASSERT_TRUE(mailroom.WaitFor([&] {
-    int st = 0;
-    mailroom.Readyz(&st);
-    return st == 200;
-  }, 10000));
-  ASSERT_TRUE(mailroom.WaitFor([&] { return CommittedTotal(mailroom.group(), topic) == kJobs; }, 30000));
+  ASSERT_TRUE(mailroom.WaitFor(
+      [&] { return Metric(mailroom.Metrics(), "mailroom_spool_jobs{state=\"queued\"}") == kJobs; },
+      120000))
+      << mailroom.log();
+  ASSERT_TRUE(mailroom.WaitFor(
+      [&] {
+        int st = 0;
+        mailroom.Readyz(&st);
+        return st == 200;
+      },
+      10000));
+  ASSERT_TRUE(
+      mailroom.WaitFor([&] { return CommittedTotal(mailroom.group(), topic) == kJobs; }, 30000));
   ASSERT_EQ(mailroom.Stop(), 0) << mailroom.log();
 
   auto spool = mailroom.OpenSpoolReadOnly();

@@ -8,8 +8,11 @@ namespace {
 
 std::string TenantsYaml(const std::string& suffix) {
   return "tenants:\n"
-         "  billing-" + suffix + ":\n    allowed_senders: [example.com]\n"
-         "  hr-" + suffix + ":\n    allowed_senders: [app@example.com]\n";
+         "  billing-" +
+         suffix +
+         ":\n    allowed_senders: [example.com]\n"
+         "  hr-" +
+         suffix + ":\n    allowed_senders: [app@example.com]\n";
 }
 
 double Queued(const MailroomUnderTest& m) {
@@ -33,12 +36,15 @@ TEST(IngestIntegration, TenThousandJobsFromTwoTenantsLandExactlyOnce) {
   ASSERT_TRUE(mailroom.WaitFor([&] { return Queued(mailroom) >= 2 * kPerTenant; }, 120000))
       << mailroom.log();
   // Offsets are committed after the spool write; wait for the auto-commit.
-  ASSERT_TRUE(mailroom.WaitFor([&] {
-    return CommittedTotal(mailroom.group(), billing) == kPerTenant &&
-           CommittedTotal(mailroom.group(), hr) == kPerTenant;
-  }, 30000));
+  ASSERT_TRUE(mailroom.WaitFor(
+      [&] {
+        return CommittedTotal(mailroom.group(), billing) == kPerTenant &&
+               CommittedTotal(mailroom.group(), hr) == kPerTenant;
+      },
+      30000));
   std::string metrics = mailroom.Metrics();
-  EXPECT_EQ(Metric(metrics, "mailroom_ingest_accepted_total{tenant=\"billing-" + s + "\"}"), kPerTenant);
+  EXPECT_EQ(Metric(metrics, "mailroom_ingest_accepted_total{tenant=\"billing-" + s + "\"}"),
+            kPerTenant);
   EXPECT_EQ(Metric(metrics, "mailroom_ingest_accepted_total{tenant=\"hr-" + s + "\"}"), kPerTenant);
   EXPECT_EQ(Metric(metrics, "mailroom_ingest_duplicates_total{tenant=\"hr-" + s + "\"}"), 0);
   EXPECT_GT(Metric(metrics, "mailroom_ingest_batch_commit_seconds_count"), 0);
@@ -66,10 +72,13 @@ TEST(IngestIntegration, MalformedRecordsAreDeadLetteredAndRejected) {
   std::string kcat = "kcat -P -b " + Brokers() + " -t " + topic;
   ASSERT_EQ(RunCommand("printf 'definitely not protobuf' | " + kcat + " -k bad-1"), 0);
   ASSERT_EQ(RunCommand("printf '{\"id\": \"j\", \"unknownField\": 1}' | " + kcat +
-                       " -k bad-2 -H content-type=application/json"), 0);
+                       " -k bad-2 -H content-type=application/json"),
+            0);
   ASSERT_EQ(RunCommand("printf '{\"id\":\"json-ok\",\"from\":{\"email\":\"a@example.com\"},"
-                       "\"to\":[{\"email\":\"b@example.net\"}],\"subject\":\"hi\",\"metadata\":{\"k\":\"v\"}}' | " +
-                       kcat + " -k json-ok -H content-type=application/json"), 0);
+                       "\"to\":[{\"email\":\"b@example.net\"}],\"subject\":\"hi\",\"metadata\":{"
+                       "\"k\":\"v\"}}' | " +
+                       kcat + " -k json-ok -H content-type=application/json"),
+            0);
   {
     TestProducer producer;
     v1::MailJob spoof = SampleJob("spoof");
@@ -83,14 +92,17 @@ TEST(IngestIntegration, MalformedRecordsAreDeadLetteredAndRejected) {
   mailroom.Start();
   std::string received = "mailroom_ingest_received_total{tenant=\"billing-" + s + "\"}";
   std::string dead = "mailroom_ingest_deadletter_total{reason=\"undecodable\"}";
-  ASSERT_TRUE(mailroom.WaitFor([&] {
-    std::string m = mailroom.Metrics();
-    return Metric(m, received) == 5 && Metric(m, dead) == 2;
-  }, 60000))
+  ASSERT_TRUE(mailroom.WaitFor(
+      [&] {
+        std::string m = mailroom.Metrics();
+        return Metric(m, received) == 5 && Metric(m, dead) == 2;
+      },
+      60000))
       << mailroom.log();
   std::string metrics = mailroom.Metrics();
   auto rejected = [&](const std::string& reason) {
-    return Metric(metrics, "mailroom_ingest_rejected_total{reason=\"" + reason + "\",tenant=\"billing-" + s + "\"}");
+    return Metric(metrics, "mailroom_ingest_rejected_total{reason=\"" + reason +
+                               "\",tenant=\"billing-" + s + "\"}");
   };
   EXPECT_EQ(rejected("undecodable"), 2);
   EXPECT_EQ(rejected("sender_not_allowed"), 1);
@@ -156,16 +168,19 @@ TEST(IngestIntegration, RestartOverTheSameSpoolAddsNoDuplicates) {
     // Same ids published again (a producer retry), then a restart under a new
     // group that re-reads the whole topic: every record is a duplicate.
     TestProducer producer;
-    for (int i = 0; i < kJobs / 2; ++i) producer.SendJob(topic, SampleJob("r-" + std::to_string(i)));
+    for (int i = 0; i < kJobs / 2; ++i)
+      producer.SendJob(topic, SampleJob("r-" + std::to_string(i)));
   }
   MailroomUnderTest second(s, {.spool_dir = spool_dir.path()});
   second.set_group("mailroom-it-rereader-" + s);
   second.Start();
   std::string dups = "mailroom_ingest_duplicates_total{tenant=\"billing-" + s + "\"}";
-  ASSERT_TRUE(second.WaitFor([&] { return Metric(second.Metrics(), dups) == kJobs + kJobs / 2; }, 60000))
+  ASSERT_TRUE(
+      second.WaitFor([&] { return Metric(second.Metrics(), dups) == kJobs + kJobs / 2; }, 60000))
       << second.log();
   EXPECT_EQ(Queued(second), kJobs);
-  EXPECT_EQ(Metric(second.Metrics(), "mailroom_ingest_accepted_total{tenant=\"billing-" + s + "\"}"), 0);
+  EXPECT_EQ(
+      Metric(second.Metrics(), "mailroom_ingest_accepted_total{tenant=\"billing-" + s + "\"}"), 0);
   ASSERT_EQ(second.Stop(), 0);
 }
 

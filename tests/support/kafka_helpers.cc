@@ -27,7 +27,8 @@ std::unique_ptr<RdKafka::KafkaConsumer> Consumer(const std::string& group, bool 
   return c;
 }
 
-std::vector<RdKafka::TopicPartition*> Partitions(RdKafka::KafkaConsumer& c, const std::string& topic) {
+std::vector<RdKafka::TopicPartition*> Partitions(RdKafka::KafkaConsumer& c,
+                                                 const std::string& topic) {
   std::string err;
   std::unique_ptr<RdKafka::Topic> t(RdKafka::Topic::create(&c, topic, nullptr, err));
   RdKafka::Metadata* md = nullptr;
@@ -35,7 +36,8 @@ std::vector<RdKafka::TopicPartition*> Partitions(RdKafka::KafkaConsumer& c, cons
   if (c.metadata(false, t.get(), &md, 10000) != RdKafka::ERR_NO_ERROR) return parts;
   for (const auto* tm : *md->topics()) {
     for (const auto* pm : *tm->partitions()) {
-      parts.push_back(RdKafka::TopicPartition::create(topic, pm->id(), RdKafka::Topic::OFFSET_BEGINNING));
+      parts.push_back(
+          RdKafka::TopicPartition::create(topic, pm->id(), RdKafka::Topic::OFFSET_BEGINNING));
     }
   }
   delete md;
@@ -74,7 +76,8 @@ TestProducer::TestProducer() {
 
 TestProducer::~TestProducer() { Flush(); }
 
-void TestProducer::Send(const std::string& topic, const std::string& key, const std::string& payload,
+void TestProducer::Send(const std::string& topic, const std::string& key,
+                        const std::string& payload,
                         const std::map<std::string, std::string>& headers) {
   RdKafka::Headers* h = nullptr;
   if (!headers.empty()) {
@@ -82,9 +85,9 @@ void TestProducer::Send(const std::string& topic, const std::string& key, const 
     for (const auto& [k, v] : headers) h->add(k, v);
   }
   while (true) {
-    auto rc = producer_->produce(topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
-                                 const_cast<char*>(payload.data()), payload.size(), key.data(),
-                                 key.size(), 0, h, nullptr);
+    auto rc = producer_->produce(topic, RdKafka::Topic::PARTITION_UA,
+                                 RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(payload.data()),
+                                 payload.size(), key.data(), key.size(), 0, h, nullptr);
     if (rc == RdKafka::ERR_NO_ERROR) return;
     ASSERT_EQ(rc, RdKafka::ERR__QUEUE_FULL) << RdKafka::err2str(rc);
     producer_->poll(50);
@@ -140,7 +143,8 @@ int64_t HighWatermarkTotal(const std::string& topic) {
   int64_t total = 0;
   for (auto* p : parts) {
     int64_t low = 0, high = 0;
-    if (c->query_watermark_offsets(topic, p->partition(), &low, &high, 10000) == RdKafka::ERR_NO_ERROR) {
+    if (c->query_watermark_offsets(topic, p->partition(), &low, &high, 10000) ==
+        RdKafka::ERR_NO_ERROR) {
       total += high;
     }
   }
@@ -168,19 +172,20 @@ void MailroomUnderTest::Start() {
       << "  topic_regex: ^mail\\.jobs\\..*-" << suffix << "$\n"
       << "  deadletter_topic: mail.deadletter-" << suffix << "\n"
       << "  session_timeout_ms: 6000\n"
-      << options_.kafka
-      << "spool:\n  path: " << spool_path_ << "\n"
-      << options_.spool
-      << "http:\n  listen: 127.0.0.1:" << http_port_ << "\n"
+      << options_.kafka << "spool:\n  path: " << spool_path_ << "\n"
+      << options_.spool << "http:\n  listen: 127.0.0.1:" << http_port_ << "\n"
       << options_.top;
   out.close();
-  process_ = std::make_unique<Process>(std::vector<std::string>{BinPath("mailroom"), "--config", config_path_},
-                                       log_path_);
-  ASSERT_TRUE(WaitFor([&] {
-    int status = 0;
-    HttpGet(http_port_, "/healthz", &status);
-    return status == 200;
-  }, 20000)) << log();
+  process_ = std::make_unique<Process>(
+      std::vector<std::string>{BinPath("mailroom"), "--config", config_path_}, log_path_);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        int status = 0;
+        HttpGet(http_port_, "/healthz", &status);
+        return status == 200;
+      },
+      20000))
+      << log();
 }
 
 bool MailroomUnderTest::WaitFor(const std::function<bool()>& pred, int timeout_ms) {

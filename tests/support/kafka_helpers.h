@@ -54,10 +54,10 @@ int64_t HighWatermarkTotal(const std::string& topic);
 class MailroomUnderTest {
  public:
   struct Options {
-    std::string kafka;     // extra lines in the kafka: section ("  key: value\n")
-    std::string spool;     // extra lines in the spool: section
-    std::string top;       // extra top-level sections (tenants:, limits:...)
-    std::string spool_dir; // default: a fresh temporary directory
+    std::string kafka;      // extra lines in the kafka: section ("  key: value\n")
+    std::string spool;      // extra lines in the spool: section
+    std::string top;        // extra top-level sections (tenants:, limits:...)
+    std::string spool_dir;  // default: a fresh temporary directory
   };
   explicit MailroomUnderTest(const std::string& suffix, Options options = {});
   void Start();

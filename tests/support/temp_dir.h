@@ -11,7 +11,8 @@ class TempDir {
  public:
   explicit TempDir(const std::string& tag = "mailroom") {
     std::random_device rd;
-    path_ = std::filesystem::temp_directory_path() / (tag + "-" + std::to_string(rd()) + std::to_string(rd()));
+    path_ = std::filesystem::temp_directory_path() /
+            (tag + "-" + std::to_string(rd()) + std::to_string(rd()));
     std::filesystem::create_directories(path_);
   }
   ~TempDir() {

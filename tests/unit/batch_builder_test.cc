@@ -56,9 +56,10 @@ TEST_F(BatchBuilderTest, DecodesBinaryAndProto3Json) {
   auto binary = DecodeJob(Binary("x"), false);
   ASSERT_TRUE(binary);
   EXPECT_EQ(binary->id(), "x");
-  auto json = DecodeJob(R"({"id":"j","from":{"email":"a@example.com"},"to":[{"email":"b@example.net","name":"B"}],
+  auto json = DecodeJob(
+      R"({"id":"j","from":{"email":"a@example.com"},"to":[{"email":"b@example.net","name":"B"}],
                           "notBefore":"2027-01-01T00:00:00Z","attachments":[{"filename":"a.txt","content":"aGk="}]})",
-                        true);
+      true);
   ASSERT_TRUE(json) << json.error().message;
   EXPECT_EQ(json->to(0).name(), "B");
   EXPECT_EQ(json->not_before().seconds(), 1798761600);
@@ -99,9 +100,10 @@ TEST_F(BatchBuilderTest, NotBeforeSetsTheDueTime) {
 TEST_F(BatchBuilderTest, DropsDuplicatesInBatchAndInSpool) {
   auto first = Build({Record("mail.jobs.billing", Binary("d1"), 1)});
   ASSERT_TRUE(spool_->CommitIngest(first.batch));
-  auto built = Build({Record("mail.jobs.billing", Binary("d1"), 2), Record("mail.jobs.billing", Binary("d2"), 3),
-                      Record("mail.jobs.billing", Binary("d2"), 4),
-                      Record("mail.jobs.hr", Binary("d1", "hr@example.com"), 5)});  // other tenant: distinct
+  auto built = Build(
+      {Record("mail.jobs.billing", Binary("d1"), 2), Record("mail.jobs.billing", Binary("d2"), 3),
+       Record("mail.jobs.billing", Binary("d2"), 4),
+       Record("mail.jobs.hr", Binary("d1", "hr@example.com"), 5)});  // other tenant: distinct
   ASSERT_EQ(built.batch.jobs.size(), 2u);
   EXPECT_EQ(built.tally["billing"].duplicates, 2u);
   EXPECT_EQ(built.tally["billing"].accepted, 1u);
@@ -111,8 +113,9 @@ TEST_F(BatchBuilderTest, DropsDuplicatesInBatchAndInSpool) {
 TEST_F(BatchBuilderTest, JobsOfABatchStillBeingWrittenAreDuplicates) {
   std::unordered_set<std::string> pending = {JobKey("billing", "w1")};
   BatchBuilder builder(config_, *spool_);
-  auto built = builder.Build({Record("mail.jobs.billing", Binary("w1"), 1), Record("mail.jobs.billing", Binary("w2"), 2)},
-                             kNow, &pending);
+  auto built = builder.Build(
+      {Record("mail.jobs.billing", Binary("w1"), 1), Record("mail.jobs.billing", Binary("w2"), 2)},
+      kNow, &pending);
   ASSERT_TRUE(built);
   ASSERT_EQ(built->batch.jobs.size(), 1u);
   EXPECT_EQ(built->batch.jobs[0].job().id(), "w2");

@@ -78,9 +78,11 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(ErrorOf("tenants:\n  a:\n    colour: red\n"), "tenants.a.colour: unknown key");
   EXPECT_EQ(ErrorOf("spool:\n  high_water: {queued_jobs: 10}\n  low_water: {queued_jobs: 20}\n"),
             "spool.low_water.queued_jobs: must not exceed spool.high_water's value");
-  EXPECT_EQ(ErrorOf("kafka:\n  topic_regex: mail.jobs\n"),
-            "kafka.topic_regex: must be a regex starting with '^' (librdkafka subscribes by regex)");
-  EXPECT_EQ(ErrorOf("log:\n  level: loud\n"), "log.level: must be one of trace, debug, info, warn, error");
+  EXPECT_EQ(
+      ErrorOf("kafka:\n  topic_regex: mail.jobs\n"),
+      "kafka.topic_regex: must be a regex starting with '^' (librdkafka subscribes by regex)");
+  EXPECT_EQ(ErrorOf("log:\n  level: loud\n"),
+            "log.level: must be one of trace, debug, info, warn, error");
   EXPECT_NE(ErrorOf("kafka: [1, 2\n").find("YAML syntax error at line"), std::string::npos);
 }
 
@@ -88,8 +90,10 @@ TEST(Config, SecretsFromEnvironmentAndFiles) {
   setenv("MAILROOM_TEST_SECRET", "hunter2", 1);
   std::string file = testing::TempDir() + "/secret.txt";
   std::ofstream(file) << "from-file\n";
-  auto c = ParseConfig("kafka:\n  properties:\n    sasl.password: ${MAILROOM_TEST_SECRET}\n"
-                       "    sasl.username: user-${file:" + file + "}\n");
+  auto c = ParseConfig(
+      "kafka:\n  properties:\n    sasl.password: ${MAILROOM_TEST_SECRET}\n"
+      "    sasl.username: user-${file:" +
+      file + "}\n");
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->kafka.properties.at("sasl.password"), "hunter2");
   EXPECT_EQ(c->kafka.properties.at("sasl.username"), "user-from-file");

@@ -88,10 +88,14 @@ TEST_F(ValidationTest, HeaderInjection) {
   EXPECT_EQ(Reason(), "header_injection: headers[0] (X-Campaign) contains CR, LF or NUL");
   h->set_value("spring");
   h->set_name("X Bad:");
-  EXPECT_EQ(Reason(), "invalid_header: headers[0] name 'X Bad:' must be printable ASCII without ':' or spaces");
+  EXPECT_EQ(
+      Reason(),
+      "invalid_header: headers[0] name 'X Bad:' must be printable ASCII without ':' or spaces");
   h->set_name("X-Campaign");
   job_.add_attachments()->set_filename("a.pdf\r\nX: y");
-  EXPECT_EQ(Reason(), "header_injection: attachments[0] filename, content_type or content_id contains CR, LF or NUL");
+  EXPECT_EQ(Reason(),
+            "header_injection: attachments[0] filename, content_type or content_id contains CR, LF "
+            "or NUL");
 }
 
 TEST_F(ValidationTest, TooManyRecipientsWithTenantOverride) {
