@@ -10,6 +10,7 @@
 
 #include "http/http_server.h"
 #include "ingest/backpressure.h"
+#include "ingest/kafka_props.h"
 #include "mailroom/config.h"
 #include "mailroom/health.h"
 #include "mailroom/ingest.h"
@@ -17,6 +18,16 @@
 #include "metrics/ingest_probe.h"
 
 namespace {
+
+// The YAML file, plus kafka.properties checked by librdkafka itself.
+mailroom::Result<mailroom::Config> Load(const std::string& path) {
+  auto config = mailroom::LoadConfigFile(path);
+  if (!config) return config;
+  if (auto conf = mailroom::MakeKafkaConf({}, config->kafka.properties); !conf) {
+    return std::unexpected(mailroom::Error{conf.error().code, path + ": " + conf.error().message});
+  }
+  return config;
+}
 
 int Run(const mailroom::Config& config) {
   spdlog::set_level(spdlog::level::from_str(config.log.level));
@@ -92,7 +103,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (!check_path.empty()) {
-    auto config = mailroom::LoadConfigFile(check_path);
+    auto config = Load(check_path);
     if (!config) {
       std::cerr << "invalid config: " << config.error().message << "\n";
       return 2;
@@ -104,7 +115,7 @@ int main(int argc, char** argv) {
     std::cerr << app.help();
     return 2;
   }
-  auto config = mailroom::LoadConfigFile(config_path);
+  auto config = Load(config_path);
   if (!config) {
     std::cerr << "invalid config: " << config.error().message << "\n";
     return 2;
