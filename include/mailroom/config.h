@@ -61,6 +61,14 @@ struct SpoolConfig {
   WaterMarks low_water{900'000, 0, 2ull << 30};
 };
 
+struct EventsConfig {
+  // Topic that DeliveryEvents are published to, keyed by job id.
+  // Default: "mail.events".
+  std::string topic = "mail.events";
+  // Most events produced per publishing round. Default: 1000.
+  int batch_max_events = 1000;
+};
+
 struct HttpConfig {
   // Address of the one HTTP listener (/metrics, /healthz, /readyz).
   // Default: "127.0.0.1:8080". Use "0.0.0.0:8080" in a pod.
@@ -95,6 +103,7 @@ struct LogConfig {
 struct Config {
   KafkaConfig kafka;
   SpoolConfig spool;
+  EventsConfig events;
   HttpConfig http;
   LimitsConfig limits;
   LogConfig log;

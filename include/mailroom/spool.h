@@ -70,8 +70,9 @@ class Spool {
   // The earliest due time in the index, if any.
   Result<std::optional<int64_t>> NextDueMs();
 
-  // Outbox, oldest first.
-  Result<std::vector<OutboxEntry>> ReadOutbox(size_t max);
+  // Outbox entries with seq >= from_seq, oldest first. Readers that delete
+  // what they read pass the next seq, so scans skip the deleted range.
+  Result<std::vector<OutboxEntry>> ReadOutbox(size_t max, uint64_t from_seq = 0);
   Status DeleteOutbox(const std::vector<uint64_t>& seqs);
 
   SpoolStats Stats();

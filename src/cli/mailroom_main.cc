@@ -12,6 +12,7 @@
 #include "ingest/backpressure.h"
 #include "ingest/kafka_props.h"
 #include "mailroom/config.h"
+#include "mailroom/events.h"
 #include "mailroom/health.h"
 #include "mailroom/ingest.h"
 #include "mailroom/spool.h"
@@ -65,12 +66,18 @@ int Run(const mailroom::Config& config) {
   spdlog::info("mailroom {} listening on http://{} (spool {})", MAILROOM_VERSION,
                config.http.listen, config.spool.path);
 
+  mailroom::EventPublisher events(config, **spool, registry);
+  if (auto s = events.Start(); !s) {
+    spdlog::critical("{}", s.error().message);
+    return 1;
+  }
   mailroom::IngestService ingest(config, **spool, probe, health);
   if (auto s = ingest.Start(); !s) {
     spdlog::critical("{}", s.error().message);
     return 1;
   }
   auto ran = ingest.Run(stop);
+  events.Stop(/*drain_ms=*/5000);
   http.Stop();
   if (auto s = (*spool)->Close(); !s) {
     spdlog::error("{}", s.error().message);

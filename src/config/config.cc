@@ -147,6 +147,7 @@ void Validate(const Config& c) {
           "must be a regex starting with '^' (librdkafka subscribes by regex)");
   }
   if (c.kafka.deadletter_topic.empty()) Throw("kafka.deadletter_topic", "must not be empty");
+  if (c.events.topic.empty()) Throw("events.topic", "must not be empty");
   if (c.spool.path.empty()) Throw("spool.path", "must not be empty");
   auto check = [](const char* what, uint64_t high, uint64_t low, bool floor) {
     if (high == 0) return;
@@ -192,6 +193,11 @@ Config ParseRoot(const YAML::Node& root) {
     s.Bytes("block_cache_bytes", c.spool.block_cache_bytes);
     ParseWaterMarks(s, "high_water", c.spool.high_water);
     ParseWaterMarks(s, "low_water", c.spool.low_water);
+  }
+  {
+    Section e(top.Get("events"), "events");
+    e.String("topic", c.events.topic);
+    e.Integer("batch_max_events", c.events.batch_max_events, 1, 100000);
   }
   {
     Section h(top.Get("http"), "http");

@@ -7,6 +7,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "spool/counter_merge.h"
@@ -137,7 +138,8 @@ Status Spool::OpenDb() {
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), outbox_));
   it->SeekToLast();
   std::lock_guard seq_lock(seq_mu_);
-  next_seq_ = it->Valid() ? DecodeBe64(it->key().data()) + 1 : 1;
+  // Never backwards (Recover() reopens while a publisher reads from its last seq).
+  if (it->Valid()) next_seq_ = std::max(next_seq_, DecodeBe64(it->key().data()) + 1);
   return {};
 }
 
@@ -223,15 +225,15 @@ Status Spool::CommitIngest(const IngestBatch& ingest) {
     counts[job.state()]++;
   }
   for (const auto& [state, n] : counts) Count(batch, state, n);
-  if (!ingest.events.empty()) {
-    std::lock_guard lock(seq_mu_);
-    for (const auto& event : ingest.events) {
-      event.SerializeToString(&value);
-      batch.Put(outbox_, OutboxKey(next_seq_++), value);
-    }
-    batch.Merge(meta_, kOutboxCounter, EncodeCounter(static_cast<int64_t>(ingest.events.size())));
+  if (ingest.events.empty()) return batch.Count() == 0 ? Status() : Write(batch, /*sync=*/true);
+  // Sequence numbers are taken and written under one lock, so outbox order is
+  // commit order and the publisher never sees a later seq before an earlier.
+  std::lock_guard seq_lock(seq_mu_);
+  for (const auto& event : ingest.events) {
+    event.SerializeToString(&value);
+    batch.Put(outbox_, OutboxKey(next_seq_++), value);
   }
-  if (batch.Count() == 0) return {};
+  batch.Merge(meta_, kOutboxCounter, EncodeCounter(static_cast<int64_t>(ingest.events.size())));
   return Write(batch, /*sync=*/true);
 }
 
@@ -293,12 +295,16 @@ Result<std::optional<int64_t>> Spool::NextDueMs() {
   return std::optional<int64_t>(static_cast<int64_t>(DecodeBe64(it->key().data())));
 }
 
-Result<std::vector<OutboxEntry>> Spool::ReadOutbox(size_t max) {
+Result<std::vector<OutboxEntry>> Spool::ReadOutbox(size_t max, uint64_t from_seq) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
   std::vector<OutboxEntry> entries;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), outbox_));
-  for (it->SeekToFirst(); it->Valid() && entries.size() < max; it->Next()) {
+  std::string lower = OutboxKey(from_seq);
+  rocksdb::Slice lower_slice(lower);
+  rocksdb::ReadOptions options;
+  options.iterate_lower_bound = &lower_slice;  // start past deleted entries' tombstones
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, outbox_));
+  for (it->Seek(lower_slice); it->Valid() && entries.size() < max; it->Next()) {
     OutboxEntry entry{DecodeBe64(it->key().data()), {}};
     if (!entry.event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
       return Fail(ErrorCode::kCorruption,

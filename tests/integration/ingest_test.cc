@@ -1,6 +1,7 @@
 // Ingest against a real Apache Kafka broker (started by the ctest fixture).
 #include <gtest/gtest.h>
 
+#include "mailroom/v1/delivery_event.pb.h"
 #include "support/kafka_helpers.h"
 
 namespace mailroom::testing_support {
@@ -48,13 +49,18 @@ TEST(IngestIntegration, TenThousandJobsFromTwoTenantsLandExactlyOnce) {
   EXPECT_EQ(Metric(metrics, "mailroom_ingest_accepted_total{tenant=\"hr-" + s + "\"}"), kPerTenant);
   EXPECT_EQ(Metric(metrics, "mailroom_ingest_duplicates_total{tenant=\"hr-" + s + "\"}"), 0);
   EXPECT_GT(Metric(metrics, "mailroom_ingest_batch_commit_seconds_count"), 0);
+  std::string accepted_events = "mailroom_events_published_total{type=\"accepted\"}";
+  ASSERT_TRUE(mailroom.WaitFor(
+      [&] { return Metric(mailroom.Metrics(), accepted_events) == 2 * kPerTenant; }, 60000))
+      << mailroom.log();
+  EXPECT_EQ(ReadTopic("mail.events-" + s).size(), static_cast<size_t>(2 * kPerTenant));
   EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
 
   auto spool = mailroom.OpenSpoolReadOnly();
   ASSERT_TRUE(spool);
   auto stats = spool->Stats();
   EXPECT_EQ(stats.jobs_by_state[v1::JOB_STATE_QUEUED], 2 * kPerTenant);
-  EXPECT_EQ(stats.outbox_pending, 2 * kPerTenant);  // one ACCEPTED event each
+  EXPECT_EQ(stats.outbox_pending, 0);  // every ACCEPTED event was published
   for (int i = 0; i < kPerTenant; ++i) {
     for (const auto* tenant : {"billing-", "hr-"}) {
       auto job = spool->GetJob(tenant + s, "job-" + std::to_string(i));
@@ -125,6 +131,10 @@ TEST(IngestIntegration, MalformedRecordsAreDeadLetteredAndRejected) {
     }
   }
   EXPECT_EQ(keys, (std::set<std::string>{"bad-1", "bad-2"}));
+  std::string rejected_events = "mailroom_events_published_total{type=\"rejected\"}";
+  ASSERT_TRUE(
+      mailroom.WaitFor([&] { return Metric(mailroom.Metrics(), rejected_events) == 4; }, 30000))
+      << mailroom.log();
   EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
 
   auto spool = mailroom.OpenSpoolReadOnly();
@@ -133,14 +143,21 @@ TEST(IngestIntegration, MalformedRecordsAreDeadLetteredAndRejected) {
   ASSERT_TRUE(job && *job);
   EXPECT_EQ((*job)->job().metadata().at("k"), "v");
   EXPECT_FALSE(*spool->GetJob("billing-" + s, "spoof"));  // rejected jobs never enter the queue
+  // Every event reached the events topic, keyed by job id; the outbox is empty.
+  EXPECT_EQ(spool->Stats().outbox_pending, 0);
   std::map<std::string, int> events;
-  auto outbox = spool->ReadOutbox(100);
-  ASSERT_TRUE(outbox);
-  for (const auto& e : *outbox) {
-    events[v1::EventType_Name(e.event.type()) + ":" + e.event.reason()]++;
-    if (e.event.type() == v1::REJECTED) {
-      EXPECT_EQ(e.event.source_topic(), topic);
-      EXPECT_FALSE(e.event.detail().empty());
+  for (const auto& record : ReadTopic("mail.events-" + s)) {
+    v1::DeliveryEvent e;
+    ASSERT_TRUE(e.ParseFromString(record.payload));
+    EXPECT_EQ(record.key, e.job_id());
+    EXPECT_EQ(record.headers.at("mailroom-event-type"), v1::EventType_Name(e.type()));
+    events[v1::EventType_Name(e.type()) + ":" + e.reason()]++;
+    if (e.type() == v1::REJECTED) {
+      EXPECT_EQ(e.source_topic(), topic);
+      EXPECT_FALSE(e.detail().empty());
+    }
+    if (e.job_id() == "json-ok") {
+      EXPECT_EQ(e.metadata().at("k"), "v");
     }
   }
   EXPECT_EQ(events, (std::map<std::string, int>{{"ACCEPTED:", 1},

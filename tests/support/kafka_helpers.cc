@@ -173,7 +173,8 @@ void MailroomUnderTest::Start() {
       << "  deadletter_topic: mail.deadletter-" << suffix << "\n"
       << "  session_timeout_ms: 6000\n"
       << options_.kafka << "spool:\n  path: " << spool_path_ << "\n"
-      << options_.spool << "http:\n  listen: 127.0.0.1:" << http_port_ << "\n"
+      << options_.spool << "events:\n  topic: mail.events-" << suffix << "\n"
+      << "http:\n  listen: 127.0.0.1:" << http_port_ << "\n"
       << options_.top;
   out.close();
   process_ = std::make_unique<Process>(

@@ -1,0 +1,183 @@
+#include "mailroom/events.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ingest/kafka_props.h"
+
+namespace mailroom {
+namespace {
+
+std::string TypeLabel(v1::EventType type) {
+  std::string label = v1::EventType_Name(type);
+  for (auto& c : label) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return label;
+}
+
+}  // namespace
+
+class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
+ public:
+  Impl(const Config& config, Spool& spool, prometheus::Registry& registry)
+      : config_(config),
+        spool_(spool),
+        published_(prometheus::BuildCounter()
+                       .Name("mailroom_events_published_total")
+                       .Help("Delivery events acknowledged by the events topic, by type")
+                       .Register(registry)),
+        errors_(prometheus::BuildCounter()
+                    .Name("mailroom_events_publish_errors_total")
+                    .Help("Events the broker did not acknowledge (they stay in the outbox)")
+                    .Register(registry)
+                    .Add({})) {}
+
+  ~Impl() override { Stop(0); }
+
+  Status Start() {
+    auto producer = MakeProducer(config_.kafka.brokers, config_.kafka.properties, this);
+    if (!producer) return std::unexpected(producer.error());
+    producer_ = std::move(*producer);
+    thread_ = std::thread([this] { Loop(); });
+    spdlog::info("events: publishing the outbox to {}", config_.events.topic);
+    return {};
+  }
+
+  void Stop(int drain_ms) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+      drain_deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_ms);
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Delivery reports arrive on the publisher thread, inside flush().
+  void dr_cb(RdKafka::Message& message) override {
+    auto* seq = static_cast<uint64_t*>(message.msg_opaque());
+    if (message.err() == RdKafka::ERR_NO_ERROR) {
+      delivered_.push_back(*seq);
+    } else {
+      errors_.Increment();
+      last_error_ = message.errstr();
+    }
+  }
+
+ private:
+  void Loop() {
+    std::chrono::milliseconds backoff(100);
+    while (true) {
+      size_t published = PublishRound();
+      std::unique_lock lock(mu_);
+      if (stopping_ && (published == 0 || std::chrono::steady_clock::now() >= drain_deadline_))
+        break;
+      if (published > 0 && last_error_.empty()) {
+        backoff = std::chrono::milliseconds(100);
+        continue;  // more may be waiting
+      }
+      // Idle, or the broker is failing: wait for the next try (or Stop).
+      wake_.wait_for(lock, last_error_.empty() ? std::chrono::milliseconds(100) : backoff,
+                     [this] { return stopping_; });
+      if (!last_error_.empty()) backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    }
+  }
+
+  // One round: read, produce, wait for acknowledgements, delete what landed.
+  // Returns how many events were acknowledged.
+  size_t PublishRound() {
+    auto entries =
+        spool_.ReadOutbox(static_cast<size_t>(config_.events.batch_max_events), next_seq_);
+    if (!entries) {
+      spdlog::warn("events: reading the outbox: {}", entries.error().message);
+      last_error_ = entries.error().message;
+      return 0;
+    }
+    if (entries->empty()) {
+      last_error_.clear();
+      return 0;
+    }
+    delivered_.clear();
+    last_error_.clear();
+    std::vector<uint64_t> seqs;
+    seqs.reserve(entries->size());
+    for (const auto& e : *entries) seqs.push_back(e.seq);
+    std::string value;
+    for (size_t i = 0; i < entries->size(); ++i) {
+      const auto& event = (*entries)[i].event;
+      event.SerializeToString(&value);
+      RdKafka::Headers* headers = RdKafka::Headers::create();
+      headers->add("mailroom-event-type", v1::EventType_Name(event.type()));
+      headers->add("mailroom-tenant", event.tenant());
+      RdKafka::ErrorCode rc;
+      while ((rc = producer_->produce(config_.events.topic, RdKafka::Topic::PARTITION_UA,
+                                      RdKafka::Producer::RK_MSG_COPY, value.data(), value.size(),
+                                      event.job_id().data(), event.job_id().size(), 0, headers,
+                                      &seqs[i])) == RdKafka::ERR__QUEUE_FULL) {
+        producer_->poll(50);
+      }
+      if (rc != RdKafka::ERR_NO_ERROR) {
+        delete headers;
+        last_error_ = RdKafka::err2str(rc);
+        break;
+      }
+    }
+    if (producer_->flush(10000) != RdKafka::ERR_NO_ERROR && last_error_.empty()) {
+      last_error_ = "events topic did not acknowledge within 10 s";
+    }
+    if (!delivered_.empty()) {
+      if (auto s = spool_.DeleteOutbox(delivered_); !s) {
+        spdlog::warn("events: deleting published events: {}", s.error().message);
+        return 0;  // published again next round: a duplicate, not a loss
+      }
+      std::map<v1::EventType, double> by_type;
+      for (const auto& e : *entries) {
+        if (std::find(delivered_.begin(), delivered_.end(), e.seq) != delivered_.end())
+          by_type[e.event.type()]++;
+      }
+      for (const auto& [type, n] : by_type)
+        published_.Add({{"type", TypeLabel(type)}}).Increment(n);
+    }
+    // Only a fully acknowledged prefix lets later scans start past it.
+    if (delivered_.size() == entries->size()) next_seq_ = entries->back().seq + 1;
+    if (!last_error_.empty())
+      spdlog::warn("events: publishing to {}: {}", config_.events.topic, last_error_);
+    return delivered_.size();
+  }
+
+  const Config& config_;
+  Spool& spool_;
+  prometheus::Family<prometheus::Counter>& published_;
+  prometheus::Counter& errors_;
+  std::unique_ptr<RdKafka::Producer> producer_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::chrono::steady_clock::time_point drain_deadline_;
+  uint64_t next_seq_ = 0;            // publisher thread only
+  std::vector<uint64_t> delivered_;  // publisher thread only (filled in flush())
+  std::string last_error_;           // publisher thread only
+};
+
+EventPublisher::EventPublisher(const Config& config, Spool& spool, prometheus::Registry& registry)
+    : impl_(std::make_unique<Impl>(config, spool, registry)) {}
+
+EventPublisher::~EventPublisher() = default;
+
+Status EventPublisher::Start() { return impl_->Start(); }
+
+void EventPublisher::Stop(int drain_ms) { impl_->Stop(drain_ms); }
+
+}  // namespace mailroom
