@@ -64,15 +64,18 @@ class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
     if (thread_.joinable()) thread_.join();
   }
 
-  // Delivery reports arrive on the publisher thread, inside flush().
+  // Delivery reports arrive on the publisher thread, inside flush()/poll().
   void dr_cb(RdKafka::Message& message) override {
-    auto* seq = static_cast<uint64_t*>(message.msg_opaque());
+    auto seq = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(message.msg_opaque()));
+    auto it = in_flight_.find(seq);
+    if (it == in_flight_.end()) return;
     if (message.err() == RdKafka::ERR_NO_ERROR) {
-      delivered_.push_back(*seq);
+      delivered_.emplace_back(seq, it->second);
     } else {
       errors_.Increment();
-      last_error_ = message.errstr();
+      last_error_ = message.errstr();  // it stays in the outbox: retried next round
     }
+    in_flight_.erase(it);
   }
 
  private:
@@ -94,37 +97,31 @@ class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
     }
   }
 
-  // One round: read, produce, wait for acknowledgements, delete what landed.
-  // Returns how many events were acknowledged.
+  // One round: read, produce what is not already in flight, wait for
+  // acknowledgements, delete what landed. Returns how many events landed.
   size_t PublishRound() {
+    last_error_.clear();
     auto entries =
         spool_.ReadOutbox(static_cast<size_t>(config_.events.batch_max_events), next_seq_);
     if (!entries) {
-      spdlog::warn("events: reading the outbox: {}", entries.error().message);
       last_error_ = entries.error().message;
+      spdlog::warn("events: reading the outbox: {}", last_error_);
       return 0;
     }
-    if (entries->empty()) {
-      last_error_.clear();
-      return 0;
-    }
-    delivered_.clear();
-    last_error_.clear();
-    std::vector<uint64_t> seqs;
-    seqs.reserve(entries->size());
-    for (const auto& e : *entries) seqs.push_back(e.seq);
+    if (entries->empty() && in_flight_.empty()) return 0;
     std::string value;
-    for (size_t i = 0; i < entries->size(); ++i) {
-      const auto& event = (*entries)[i].event;
+    for (const auto& [seq, event] : *entries) {
+      if (in_flight_.count(seq)) continue;  // queued in the producer since an earlier round
       event.SerializeToString(&value);
       RdKafka::Headers* headers = RdKafka::Headers::create();
       headers->add("mailroom-event-type", v1::EventType_Name(event.type()));
       headers->add("mailroom-tenant", event.tenant());
+      void* opaque = reinterpret_cast<void*>(static_cast<uintptr_t>(seq));
       RdKafka::ErrorCode rc;
       while ((rc = producer_->produce(config_.events.topic, RdKafka::Topic::PARTITION_UA,
                                       RdKafka::Producer::RK_MSG_COPY, value.data(), value.size(),
                                       event.job_id().data(), event.job_id().size(), 0, headers,
-                                      &seqs[i])) == RdKafka::ERR__QUEUE_FULL) {
+                                      opaque)) == RdKafka::ERR__QUEUE_FULL) {
         producer_->poll(50);
       }
       if (rc != RdKafka::ERR_NO_ERROR) {
@@ -132,28 +129,35 @@ class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
         last_error_ = RdKafka::err2str(rc);
         break;
       }
+      in_flight_.emplace(seq, event.type());
     }
     if (producer_->flush(10000) != RdKafka::ERR_NO_ERROR && last_error_.empty()) {
       last_error_ = "events topic did not acknowledge within 10 s";
     }
+    size_t landed = delivered_.size();
     if (!delivered_.empty()) {
-      if (auto s = spool_.DeleteOutbox(delivered_); !s) {
-        spdlog::warn("events: deleting published events: {}", s.error().message);
-        return 0;  // published again next round: a duplicate, not a loss
-      }
+      std::vector<uint64_t> seqs;
       std::map<v1::EventType, double> by_type;
-      for (const auto& e : *entries) {
-        if (std::find(delivered_.begin(), delivered_.end(), e.seq) != delivered_.end())
-          by_type[e.event.type()]++;
+      for (const auto& [seq, type] : delivered_) {
+        seqs.push_back(seq);
+        by_type[type]++;
+      }
+      delivered_.clear();
+      if (auto s = spool_.DeleteOutbox(seqs); !s) {
+        // Published again later: a duplicate, never a loss.
+        spdlog::warn("events: deleting published events: {}", s.error().message);
       }
       for (const auto& [type, n] : by_type)
         published_.Add({{"type", TypeLabel(type)}}).Increment(n);
     }
-    // Only a fully acknowledged prefix lets later scans start past it.
-    if (delivered_.size() == entries->size()) next_seq_ = entries->back().seq + 1;
-    if (!last_error_.empty())
+    // Scans start after the oldest event still owed to the topic.
+    if (in_flight_.empty() && last_error_.empty() && !entries->empty()) {
+      next_seq_ = entries->back().seq + 1;
+    }
+    if (!last_error_.empty()) {
       spdlog::warn("events: publishing to {}: {}", config_.events.topic, last_error_);
-    return delivered_.size();
+    }
+    return landed;
   }
 
   const Config& config_;
@@ -166,9 +170,11 @@ class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
   std::condition_variable wake_;
   bool stopping_ = false;
   std::chrono::steady_clock::time_point drain_deadline_;
-  uint64_t next_seq_ = 0;            // publisher thread only
-  std::vector<uint64_t> delivered_;  // publisher thread only (filled in flush())
-  std::string last_error_;           // publisher thread only
+  // Publisher thread only (delivery reports run on it, inside flush()).
+  uint64_t next_seq_ = 0;
+  std::map<uint64_t, v1::EventType> in_flight_;  // produced, not yet reported
+  std::vector<std::pair<uint64_t, v1::EventType>> delivered_;
+  std::string last_error_;
 };
 
 EventPublisher::EventPublisher(const Config& config, Spool& spool, prometheus::Registry& registry)
