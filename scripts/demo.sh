@@ -71,14 +71,16 @@ step "Spool: jobs by state (mailroomctl spool stats)"
 step "One job record (mailroomctl spool show)"
 "$bin/mailroomctl" spool show --path "$work/spool" --tenant billing --id "invoice-$run" | head -40
 
-step "REJECTED events waiting in the outbox (published to mail.events by the delivery engine)"
-"$bin/mailroomctl" spool outbox --path "$work/spool" --limit 1000 | grep REJECTED
+step "REJECTED events on mail.events (mailroomctl events; ACCEPTED ones counted)"
+"$bin/mailroomctl" events --brokers "$brokers" > "$work/events.jsonl"
+grep '"REJECTED"' "$work/events.jsonl"
+echo "… and $(grep -c '"ACCEPTED"' "$work/events.jsonl") ACCEPTED events"
 
 step "Dead-letter topic mail.deadletter (undecodable records, with reason headers)"
 kcat -C -b "$brokers" -t mail.deadletter -o beginning -e -q -f 'key=%k headers=%h payload=%s\n' | grep "$run" || true
 
 step "Metrics (http://127.0.0.1:8080/metrics)"
-curl -s http://127.0.0.1:8080/metrics | grep -E '^mailroom_(ingest_(received|accepted|duplicates|rejected|deadletter)_total|spool_jobs\{state="queued"\}|spool_outbox_pending|ingest_batch_commit_seconds_count)'
+curl -s http://127.0.0.1:8080/metrics | grep -E '^mailroom_(ingest_(received|accepted|duplicates|rejected|deadletter)_total|events_published_total|spool_jobs\{state="queued"\}|spool_outbox_pending|ingest_batch_commit_seconds_count)'
 echo
 echo "readyz: $(curl -s http://127.0.0.1:8080/readyz)"
 step "Done. Log: $work/mailroom.log"

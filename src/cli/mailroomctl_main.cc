@@ -162,6 +162,57 @@ int SpoolOutbox(const std::string& path, size_t limit) {
   return 0;
 }
 
+// Prints the events topic from its beginning as JSON lines; with `follow`,
+// keeps printing new events until interrupted.
+int Events(const std::string& brokers, const std::string& topic, bool follow) {
+  auto conf = mailroom::MakeKafkaConf({{"bootstrap.servers", brokers},
+                                       {"group.id", "mailroomctl-" + RandomId()},
+                                       {"enable.auto.commit", "false"},
+                                       {"enable.partition.eof", "true"}});
+  std::string err;
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer(
+      conf ? RdKafka::KafkaConsumer::create(conf->get(), err) : nullptr);
+  if (!consumer) {
+    std::cerr << "mailroomctl events: " << (conf ? err : conf.error().message) << "\n";
+    return 1;
+  }
+  std::unique_ptr<RdKafka::Topic> handle(
+      RdKafka::Topic::create(consumer.get(), topic, nullptr, err));
+  RdKafka::Metadata* md = nullptr;
+  if (!handle || consumer->metadata(false, handle.get(), &md, 10000) != RdKafka::ERR_NO_ERROR) {
+    std::cerr << "mailroomctl events: no metadata for " << topic << " from " << brokers << "\n";
+    return 1;
+  }
+  std::vector<RdKafka::TopicPartition*> parts;
+  for (const auto* t : *md->topics()) {
+    for (const auto* p : *t->partitions()) {
+      parts.push_back(
+          RdKafka::TopicPartition::create(topic, p->id(), RdKafka::Topic::OFFSET_BEGINNING));
+    }
+  }
+  delete md;
+  consumer->assign(parts);
+  size_t eofs = 0;
+  while (follow || eofs < parts.size()) {
+    std::unique_ptr<RdKafka::Message> m(consumer->consume(1000));
+    if (m->err() == RdKafka::ERR__PARTITION_EOF) {
+      ++eofs;
+    } else if (m->err() == RdKafka::ERR_NO_ERROR) {
+      mailroom::v1::DeliveryEvent event;
+      if (event.ParseFromArray(m->payload(), static_cast<int>(m->len()))) {
+        std::cout << ToJson(event, false) << std::endl;
+      }
+    } else if (m->err() != RdKafka::ERR__TIMED_OUT) {
+      std::cerr << "mailroomctl events: " << m->errstr() << "\n";
+      if (parts.empty()) break;
+    }
+    if (parts.empty()) break;
+  }
+  RdKafka::TopicPartition::destroy(parts);
+  consumer->close();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -173,6 +224,7 @@ int main(int argc, char** argv) {
       "      --subject 'Your invoice' --text 'Thanks' --attach invoice.pdf\n"
       "  mailroomctl send --tenant billing --json job.json --as-json\n"
       "  mailroomctl spool stats --path /var/lib/mailroom/spool\n"
+      "  mailroomctl events --follow\n"
       "  mailroomctl spool show --path /var/lib/mailroom/spool --tenant billing --id invoice-42\n"
       "Exit codes: 0 success; 1 failure (broker, spool, not found); 2 bad arguments or job file.");
 
@@ -220,10 +272,19 @@ int main(int argc, char** argv) {
   outbox->add_option("--path", path, "Spool directory (spool.path)")->required();
   outbox->add_option("--limit", limit, "Most events to print")->capture_default_str();
 
+  std::string event_brokers = "127.0.0.1:9092", event_topic = "mail.events";
+  bool follow = false;
+  auto* events =
+      app.add_subcommand("events", "Print delivery events from the events topic as JSON lines");
+  events->add_option("--brokers", event_brokers, "Kafka bootstrap servers")->capture_default_str();
+  events->add_option("--topic", event_topic, "Events topic (events.topic)")->capture_default_str();
+  events->add_flag("-f,--follow", follow, "Keep printing new events until interrupted");
+
   CLI11_PARSE(app, argc, argv);
   if (s->parsed()) return Send(send);
   if (stats->parsed()) return SpoolStats(path);
   if (show->parsed()) return SpoolShow(path, tenant, id);
   if (outbox->parsed()) return SpoolOutbox(path, limit);
+  if (events->parsed()) return Events(event_brokers, event_topic, follow);
   return 2;
 }
