@@ -130,7 +130,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     while (!stop.load()) {
       health_.Beat();
       CheckLoad();
-      if (failing_ && !inflight_ && !RetryDue()) continue;  // a retry in flight settles first
+      if (failing_ && !RetryDue()) continue;
       Poll(batch);
       DropRevoked(batch);
       std::optional<Result<BuiltBatch>> built;
