@@ -114,5 +114,6 @@ std::string JobKey(const std::string& tenant, const std::string& id);
 std::string DueKey(int64_t due_ms, const std::string& tenant, const std::string& id);
 std::string OutboxKey(uint64_t seq);
 bool IsFinished(v1::JobState state);
+std::string StateLabel(v1::JobState state);  // JOB_STATE_QUEUED -> "queued"
 
 }  // namespace mailroom

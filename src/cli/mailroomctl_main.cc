@@ -31,7 +31,6 @@ std::string ToJson(const google::protobuf::Message& m, bool pretty) {
   options.add_whitespace = pretty;
   options.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(m, &out, options);
-  if (!pretty) return out;
   return out;
 }
 
@@ -109,12 +108,6 @@ std::unique_ptr<mailroom::Spool> OpenSpool(const std::string& path) {
   return std::move(*spool);
 }
 
-std::string StateLabel(JobState state) {
-  std::string label = mailroom::v1::JobState_Name(state).substr(10);  // drop "JOB_STATE_"
-  for (auto& c : label) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return label;
-}
-
 int SpoolStats(const std::string& path) {
   auto spool = OpenSpool(path);
   if (!spool) return 1;
@@ -123,7 +116,7 @@ int SpoolStats(const std::string& path) {
   out["path"] = path;
   int64_t total = 0;
   for (const auto& [state, n] : stats.jobs_by_state) {
-    out["jobs"][StateLabel(state)] = n;
+    out["jobs"][mailroom::StateLabel(state)] = n;
     total += n;
   }
   out["total_jobs"] = total;

@@ -115,11 +115,7 @@ void IngestProbe::ForgetPartition(const std::string& topic, int32_t partition) {
 
 void IngestProbe::SpoolStats(const mailroom::SpoolStats& stats, uint64_t free_disk_bytes) {
   for (const auto& [state, n] : stats.jobs_by_state) {
-    std::string name = v1::JobState_Name(state);
-    // "JOB_STATE_QUEUED" -> "queued"
-    std::string label = name.substr(std::string("JOB_STATE_").size());
-    for (auto& c : label) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    spool_jobs_.Add({{"state", label}}).Set(static_cast<double>(n));
+    spool_jobs_.Add({{"state", StateLabel(state)}}).Set(static_cast<double>(n));
   }
   outbox_pending_.Set(static_cast<double>(stats.outbox_pending));
   spool_bytes_.Set(static_cast<double>(stats.disk_bytes));

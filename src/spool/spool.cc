@@ -76,6 +76,12 @@ bool IsFinished(v1::JobState state) {
   }
 }
 
+std::string StateLabel(v1::JobState state) {
+  std::string label = v1::JobState_Name(state).substr(std::string_view("JOB_STATE_").size());
+  for (auto& c : label) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return label;
+}
+
 Result<std::unique_ptr<Spool>> Spool::Open(const SpoolConfig& config, bool read_only) {
   std::unique_ptr<Spool> spool(new Spool());
   spool->config_ = config;
