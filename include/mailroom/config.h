@@ -84,6 +84,77 @@ struct LimitsConfig {
   uint64_t max_message_bytes = 25ull << 20;
 };
 
+// A rate such as "100/s" or "6000/min": at most `count` per `period_ms`,
+// spread evenly (one every period_ms / count). count 0 means unlimited.
+struct Rate {
+  uint32_t count = 0;
+  int64_t period_ms = 1000;
+  std::string text;  // as written, for logs and metrics
+  bool limited() const { return count > 0; }
+};
+
+// One carrier the delivery engine can send through (see docs/delivery.md).
+struct CarrierConfig {
+  std::string name;
+  // "smtp" (a relay such as Postfix or a smarthost) or "file" (writes .eml
+  // files into `directory`; development and demos).
+  std::string type;
+  // smtp: "smtp://host:port" (STARTTLS) or "smtps://host:port" (implicit TLS).
+  std::string url;
+  // smtp: "required" (default; refuse to send in clear text) or "off" (an
+  // explicit opt-out, e.g. for a relay on localhost).
+  std::string starttls = "required";
+  // smtp: AUTH credentials; usually "${SMTP_PASSWORD}" style secrets.
+  std::string username;
+  std::string password;
+  // smtp: name sent in EHLO. Default: the machine's host name.
+  std::string ehlo_name;
+  // smtp: CA bundle for the relay's certificate; empty uses the system's.
+  std::string ca_file;
+  // smtp: check the relay's certificate and name. Default: true.
+  bool verify_tls = true;
+  int64_t connect_timeout_ms = 10'000;
+  // smtp: whole-transaction timeout for one message. Default: 2 min.
+  int64_t timeout_ms = 120'000;
+  // smtp: concurrency cap: open connections (and messages in flight).
+  uint32_t max_connections = 16;
+  // smtp: a connection is closed after this many messages. Default: 100.
+  uint32_t max_messages_per_connection = 100;
+  // smtp: a connection is not reused once this old. Default: 5 min.
+  int64_t max_connection_age_ms = 300'000;
+  // smtp: an idle connection is not reused after this long. Default: 30 s.
+  int64_t max_idle_ms = 30'000;
+  // file: directory the .eml files are written to.
+  std::string directory;
+  // Messages per period through this carrier. Default: unlimited.
+  Rate rate;
+};
+
+struct BackoffConfig {
+  // Delay before retry n: min(cap, base * factor^(n-1)), +/- jitter.
+  int64_t base_ms = 60'000;  // 1 min
+  double factor = 2.0;
+  int64_t cap_ms = 3'600'000;  // 1 h
+  double jitter = 0.1;         // +/-10 %
+  // A job not finished this long after it was accepted is EXPIRED (or at
+  // the job's own expires_at, whichever is sooner). Default: 2 days.
+  int64_t max_age_ms = 2 * 86'400'000LL;
+};
+
+struct DeliveryConfig {
+  // Carrier for tenants that do not name one. Required when carriers exist.
+  std::string default_carrier;
+  // How long a leased job is held before it falls due again (a crashed
+  // worker's jobs come back after this). Default: 5 min.
+  int64_t lease_ms = 300'000;
+  // Most jobs the dispatcher holds at once (sending or waiting for a rate
+  // limit). Default: 1000.
+  uint32_t max_in_flight = 1000;
+  BackoffConfig backoff;
+  // Per recipient-domain rates, e.g. {"gmail.com": "50/s"}.
+  std::map<std::string, Rate> domain_rates;
+};
+
 struct TenantConfig {
   std::string name;
   // Allowed From addresses: exact ("billing@example.com") or a whole domain
@@ -93,6 +164,12 @@ struct TenantConfig {
   uint32_t max_recipients = 0;
   // Per-tenant override of limits.max_message_bytes; 0 keeps the global value.
   uint64_t max_message_bytes = 0;
+  // Carrier for this tenant's jobs; empty uses delivery.default_carrier.
+  std::string carrier;
+  // Carriers a job may pick with its `carrier` field. Empty: none.
+  std::vector<std::string> allowed_carriers;
+  // Messages per period for this tenant. Default: unlimited.
+  Rate rate;
 };
 
 struct LogConfig {
@@ -107,6 +184,9 @@ struct Config {
   HttpConfig http;
   LimitsConfig limits;
   LogConfig log;
+  DeliveryConfig delivery;
+  // Carriers by name. None configured: jobs are spooled, not delivered.
+  std::map<std::string, CarrierConfig> carriers;
   // Known tenants. When empty, any tenant may send from any address
   // (development only); when set, other tenants' jobs are rejected.
   std::map<std::string, TenantConfig> tenants;
@@ -119,5 +199,14 @@ Result<Config> LoadConfigFile(const std::string& path);
 
 // "10MiB", "1GB", "4096" → bytes.
 Result<uint64_t> ParseByteSize(const std::string& text);
+// "500ms", "30s", "5m", "1h", "2d" → milliseconds.
+Result<int64_t> ParseDurationMs(const std::string& text);
+// "100/s", "6000/min", "50/h", "1000/d".
+Result<Rate> ParseRate(const std::string& text);
+
+// The carrier for a job: job.carrier when the tenant allows it, else the
+// tenant's carrier, else delivery.default_carrier.
+const std::string& CarrierFor(const Config& config, const std::string& tenant,
+                              const std::string& job_carrier);
 
 }  // namespace mailroom

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 
 #include "mailroom/config.h"
@@ -23,6 +24,10 @@ class IngestService {
 
   // Creates the consumer and dead-letter producer and subscribes.
   Status Start();
+
+  // Called on the ingest thread after each batch of new jobs is spooled,
+  // with the earliest due time among them (the dispatcher's wakeup).
+  void OnSpooled(std::function<void(int64_t earliest_due_ms)> callback);
 
   // Consumes until `stop` is set; then finishes the batch in hand, commits
   // and leaves the group.

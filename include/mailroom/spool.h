@@ -33,11 +33,22 @@ struct IngestBatch {
   std::vector<v1::DeliveryEvent> events;
 };
 
+// One job's state change after a delivery attempt (or an expiry, a
+// suppression, a rate-limit release), written with its events in one batch.
+struct JobUpdate {
+  v1::JobRecord record;  // the new state; record.due_ms() is its new due time
+  v1::JobState previous_state = v1::JOB_STATE_UNSPECIFIED;
+  int64_t previous_due_ms = 0;  // the due entry to remove
+  std::vector<v1::DeliveryEvent> events;
+  std::vector<v1::Suppression> suppress;  // added to record.tenant()'s list
+};
+
 struct SpoolStats {
   std::map<v1::JobState, int64_t> jobs_by_state;  // every state, zero included
   int64_t queued_jobs = 0;                        // not finished: queued, sending or deferred
   int64_t outbox_pending = 0;                     // events not yet published
   uint64_t disk_bytes = 0;                        // SST + blob files + memtables
+  std::optional<int64_t> oldest_queued_ms;        // accepted time of the oldest queued job
 };
 
 struct OutboxEntry {
@@ -63,12 +74,26 @@ class Spool {
 
   Result<std::optional<v1::JobRecord>> GetJob(const std::string& tenant, const std::string& id);
 
-  // Leases up to `max` jobs due at `now_ms`: each job's due entry moves to
-  // now_ms + lease_ms, so a crashed lease simply falls due again.
-  Result<std::vector<v1::JobRecord>> LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max);
+  // Leases up to `max` unfinished jobs due at `now_ms`, looking from
+  // `from_ms` on: each job's due entry moves to now_ms + lease_ms, so a
+  // crashed lease simply falls due again.
+  Result<std::vector<v1::JobRecord>> LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max,
+                                              int64_t from_ms = 0);
 
-  // The earliest due time in the index, if any.
-  Result<std::optional<int64_t>> NextDueMs();
+  // Applies state changes: job records, due entries, counters, events,
+  // suppressions and the retention index of finished jobs, in one batch.
+  Status CommitUpdates(const std::vector<JobUpdate>& updates, bool sync = true);
+
+  // Which of `addresses` are on the tenant's suppression list.
+  Result<std::vector<bool>> Suppressed(const std::string& tenant,
+                                       const std::vector<std::string>& addresses);
+  // Entries on a tenant's suppression list (all tenants when empty).
+  Result<std::vector<std::pair<std::string, v1::Suppression>>> ListSuppressions(
+      const std::string& tenant, size_t max);
+  Status RemoveSuppression(const std::string& tenant, const std::string& address);
+
+  // The earliest due time in the index at or after `from_ms`, if any.
+  Result<std::optional<int64_t>> NextDueMs(int64_t from_ms = 0);
 
   // Outbox entries with seq >= from_seq, oldest first. Readers that delete
   // what they read pass the next seq, so scans skip the deleted range.
@@ -92,6 +117,7 @@ class Spool {
   Status OpenDb();                // with db_mu_ held exclusively (or unshared)
   Status CloseDb(bool sync_wal);  // with db_mu_ held exclusively
   Status Write(rocksdb::WriteBatch& batch, bool sync);
+  void AppendEvents(rocksdb::WriteBatch& batch, const std::vector<const v1::DeliveryEvent*>& events);
   void Count(rocksdb::WriteBatch& batch, v1::JobState state, int64_t delta);
   int64_t Counter(const std::string& key);
 
@@ -105,6 +131,11 @@ class Spool {
   rocksdb::ColumnFamilyHandle* jobs_ = nullptr;
   rocksdb::ColumnFamilyHandle* due_ = nullptr;
   rocksdb::ColumnFamilyHandle* outbox_ = nullptr;
+  rocksdb::ColumnFamilyHandle* suppressions_ = nullptr;
+  rocksdb::ColumnFamilyHandle* retention_ = nullptr;
+  rocksdb::ColumnFamilyHandle* queued_ = nullptr;  // be64(accepted_ms) job key
+  std::mutex oldest_mu_;
+  std::string oldest_hint_;  // guarded by oldest_mu_
   std::mutex seq_mu_;
   uint64_t next_seq_ = 1;  // guarded by seq_mu_
 };
@@ -113,6 +144,7 @@ class Spool {
 std::string JobKey(const std::string& tenant, const std::string& id);
 std::string DueKey(int64_t due_ms, const std::string& tenant, const std::string& id);
 std::string OutboxKey(uint64_t seq);
+std::string SuppressionKey(const std::string& tenant, const std::string& address);
 bool IsFinished(v1::JobState state);
 std::string StateLabel(v1::JobState state);  // JOB_STATE_QUEUED -> "queued"
 

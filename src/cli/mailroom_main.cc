@@ -12,6 +12,7 @@
 #include "ingest/backpressure.h"
 #include "ingest/kafka_props.h"
 #include "mailroom/config.h"
+#include "mailroom/dispatcher.h"
 #include "mailroom/events.h"
 #include "mailroom/health.h"
 #include "mailroom/ingest.h"
@@ -71,12 +72,24 @@ int Run(const mailroom::Config& config) {
     spdlog::critical("{}", s.error().message);
     return 1;
   }
+  std::unique_ptr<mailroom::Dispatcher> dispatcher;
+  if (config.carriers.empty()) {
+    spdlog::warn("no carriers configured: jobs are spooled but not delivered");
+  } else {
+    dispatcher = std::make_unique<mailroom::Dispatcher>(config, **spool, registry, health);
+    if (auto s = dispatcher->Start(); !s) {
+      spdlog::critical("{}", s.error().message);
+      return 1;
+    }
+  }
   mailroom::IngestService ingest(config, **spool, probe, health);
+  if (dispatcher) ingest.OnSpooled([&](int64_t due_ms) { dispatcher->Wakeup(due_ms); });
   if (auto s = ingest.Start(); !s) {
     spdlog::critical("{}", s.error().message);
     return 1;
   }
   auto ran = ingest.Run(stop);
+  if (dispatcher) dispatcher->Stop(/*drain_ms=*/10000);
   events.Stop(/*drain_ms=*/5000);
   http.Stop();
   if (auto s = (*spool)->Close(); !s) {

@@ -2,7 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
+#include <fmt/format.h>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -103,6 +105,52 @@ class Section {
     out = *r;
   }
 
+  void Duration(const std::string& key, int64_t& out, int64_t min_ms = 0) {
+    auto n = Get(key);
+    if (!n || n.IsNull()) return;
+    if (!n.IsScalar()) Throw(Key(key), "must be a duration such as 30s");
+    auto r = ParseDurationMs(n.Scalar());
+    if (!r) Throw(Key(key), r.error().message);
+    if (*r < min_ms) Throw(Key(key), "must be at least " + std::to_string(min_ms) + "ms");
+    out = *r;
+  }
+
+  void RateValue(const std::string& key, Rate& out) {
+    auto n = Get(key);
+    if (!n || n.IsNull()) return;
+    if (!n.IsScalar()) Throw(Key(key), "must be a rate such as 100/s");
+    auto r = ParseRate(n.Scalar());
+    if (!r) Throw(Key(key), r.error().message);
+    out = *r;
+  }
+
+  void Bool(const std::string& key, bool& out) {
+    auto n = Get(key);
+    if (!n || n.IsNull()) return;
+    const std::string& s = n.Scalar();
+    if (n.IsScalar() && (s == "true" || s == "false")) {
+      out = s == "true";
+      return;
+    }
+    Throw(Key(key), "must be true or false, got '" + s + "'");
+  }
+
+  void Double(const std::string& key, double& out, double min, double max) {
+    auto n = Get(key);
+    if (!n || n.IsNull()) return;
+    const std::string& s = n.Scalar();
+    double v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (!n.IsScalar() || ec != std::errc() || p != s.data() + s.size()) {
+      Throw(Key(key), "must be a number, got '" + s + "'");
+    }
+    if (v < min || v > max) {
+      Throw(Key(key), "must be between " + fmt::format("{}", min) + " and " +
+                          fmt::format("{}", max));
+    }
+    out = v;
+  }
+
   void StringList(const std::string& key, std::vector<std::string>& out) {
     auto n = Get(key);
     if (!n || n.IsNull()) return;
@@ -139,7 +187,107 @@ void ParseWaterMarks(Section& parent, const std::string& key, WaterMarks& marks)
   s.Bytes("free_disk_bytes", marks.free_disk_bytes);
 }
 
+void ParseCarrier(const std::string& path, const YAML::Node& node, CarrierConfig& c) {
+  Section s(node, path);
+  s.String("type", c.type);
+  s.String("url", c.url);
+  s.String("starttls", c.starttls);
+  s.String("username", c.username);
+  s.String("password", c.password);
+  s.String("ehlo_name", c.ehlo_name);
+  s.String("ca_file", c.ca_file);
+  s.Bool("verify_tls", c.verify_tls);
+  s.Duration("connect_timeout", c.connect_timeout_ms, 1);
+  s.Duration("timeout", c.timeout_ms, 1);
+  s.Integer("max_connections", c.max_connections, 1, 10000);
+  s.Integer("max_messages_per_connection", c.max_messages_per_connection, 1, 1000000);
+  s.Duration("max_connection_age", c.max_connection_age_ms, 1000);
+  s.Duration("max_idle", c.max_idle_ms, 1000);
+  s.String("directory", c.directory);
+  s.RateValue("rate", c.rate);
+  if (c.type == "smtp") {
+    if (c.url.rfind("smtp://", 0) != 0 && c.url.rfind("smtps://", 0) != 0) {
+      Throw(path + ".url", "must start with smtp:// or smtps://, got '" + c.url + "'");
+    }
+    if (c.starttls != "required" && c.starttls != "off") {
+      Throw(path + ".starttls", "must be required or off, got '" + c.starttls + "'");
+    }
+    if (c.username.empty() != c.password.empty()) {
+      Throw(path + (c.username.empty() ? ".username" : ".password"),
+            "username and password go together");
+    }
+  } else if (c.type == "file") {
+    if (c.directory.empty()) Throw(path + ".directory", "is required for a file carrier");
+  } else {
+    Throw(path + ".type", "must be smtp or file, got '" + c.type + "'");
+  }
+}
+
+void ParseDelivery(Section& top, Config& c) {
+  Section d(top.Get("delivery"), "delivery");
+  d.String("default_carrier", c.delivery.default_carrier);
+  d.Duration("lease", c.delivery.lease_ms, 1000);
+  d.Integer("max_in_flight", c.delivery.max_in_flight, 1, 1000000);
+  {
+    Section b(d.Get("backoff"), "delivery.backoff");
+    b.Duration("base", c.delivery.backoff.base_ms, 1);
+    b.Double("factor", c.delivery.backoff.factor, 1.0, 100.0);
+    b.Duration("cap", c.delivery.backoff.cap_ms, 1);
+    b.Double("jitter", c.delivery.backoff.jitter, 0.0, 1.0);
+    b.Duration("max_age", c.delivery.backoff.max_age_ms, 1000);
+  }
+  std::map<std::string, std::string> rates;
+  d.StringMap("domain_rates", rates);
+  for (const auto& [domain, text] : rates) {
+    auto r = ParseRate(text);
+    if (!r) Throw("delivery.domain_rates." + domain, r.error().message);
+    std::string lower = domain;
+    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    c.delivery.domain_rates[lower] = *r;
+  }
+
+  auto carriers = top.Get("carriers");
+  if (carriers && !carriers.IsNull()) {
+    if (!carriers.IsMap()) Throw("carriers", "must be a mapping of carrier name to settings");
+    for (const auto& kv : carriers) {
+      CarrierConfig carrier;
+      carrier.name = kv.first.as<std::string>();
+      ParseCarrier("carriers." + carrier.name, kv.second, carrier);
+      c.carriers[carrier.name] = std::move(carrier);
+    }
+  }
+}
+
+void ValidateDelivery(const Config& c) {
+  if (c.carriers.empty()) {
+    if (!c.delivery.default_carrier.empty()) {
+      Throw("delivery.default_carrier", "names a carrier but no carriers are configured");
+    }
+    return;
+  }
+  if (c.delivery.default_carrier.empty()) {
+    Throw("delivery.default_carrier", "is required when carriers are configured");
+  }
+  if (!c.carriers.count(c.delivery.default_carrier)) {
+    Throw("delivery.default_carrier", "unknown carrier '" + c.delivery.default_carrier + "'");
+  }
+  for (const auto& [name, t] : c.tenants) {
+    if (!t.carrier.empty() && !c.carriers.count(t.carrier)) {
+      Throw("tenants." + name + ".carrier", "unknown carrier '" + t.carrier + "'");
+    }
+    for (const auto& allowed : t.allowed_carriers) {
+      if (!c.carriers.count(allowed)) {
+        Throw("tenants." + name + ".allowed_carriers", "unknown carrier '" + allowed + "'");
+      }
+    }
+  }
+  if (c.delivery.backoff.cap_ms < c.delivery.backoff.base_ms) {
+    Throw("delivery.backoff.cap", "must not be below delivery.backoff.base");
+  }
+}
+
 void Validate(const Config& c) {
+  ValidateDelivery(c);
   if (c.kafka.brokers.empty()) Throw("kafka.brokers", "must not be empty");
   if (c.kafka.group_id.empty()) Throw("kafka.group_id", "must not be empty");
   if (c.kafka.topic_regex.empty() || c.kafka.topic_regex[0] != '^') {
@@ -213,6 +361,7 @@ Config ParseRoot(const YAML::Node& root) {
     Section g(top.Get("log"), "log");
     g.String("level", c.log.level);
   }
+  ParseDelivery(top, c);
   auto tenants = top.Get("tenants");
   if (tenants && !tenants.IsNull()) {
     if (!tenants.IsMap()) Throw("tenants", "must be a mapping of tenant name to settings");
@@ -232,6 +381,9 @@ Config ParseRoot(const YAML::Node& root) {
       }
       s.Integer("max_recipients", t.max_recipients, 0, 100000);
       s.Bytes("max_message_bytes", t.max_message_bytes);
+      s.String("carrier", t.carrier);
+      s.StringList("allowed_carriers", t.allowed_carriers);
+      s.RateValue("rate", t.rate);
       c.tenants[t.name] = std::move(t);
     }
   }
@@ -268,6 +420,57 @@ Result<uint64_t> ParseByteSize(const std::string& text) {
   }
   return Fail(ErrorCode::kInvalidArgument,
               "unknown size unit '" + unit + "' (use B, KiB, MiB, GiB, KB, MB, GB)");
+}
+
+Result<int64_t> ParseDurationMs(const std::string& text) {
+  int64_t value = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  std::string unit(p, text.data() + text.size());
+  static const std::pair<const char*, int64_t> kUnits[] = {
+      {"ms", 1}, {"s", 1000}, {"m", 60'000}, {"min", 60'000}, {"h", 3'600'000}, {"d", 86'400'000}};
+  if (ec == std::errc() && p != text.data() && value >= 0) {
+    for (const auto& [name, mult] : kUnits) {
+      if (unit == name && value <= INT64_MAX / mult) return value * mult;
+    }
+  }
+  return Fail(ErrorCode::kInvalidArgument,
+              "must be a duration such as 500ms, 30s, 5m, 1h or 2d, got '" + text + "'");
+}
+
+Result<Rate> ParseRate(const std::string& text) {
+  Rate rate;
+  rate.text = text;
+  auto slash = text.find('/');
+  auto [p, ec] = std::from_chars(text.data(), text.data() + slash, rate.count);
+  std::string unit = slash == std::string::npos ? "" : text.substr(slash + 1);
+  static const std::pair<const char*, int64_t> kPeriods[] = {
+      {"s", 1000},        {"sec", 1000},        {"second", 1000}, {"min", 60'000},
+      {"minute", 60'000}, {"h", 3'600'000},     {"hour", 3'600'000},
+      {"d", 86'400'000},  {"day", 86'400'000}};
+  if (slash != std::string::npos && ec == std::errc() && p == text.data() + slash &&
+      rate.count > 0) {
+    for (const auto& [name, ms] : kPeriods) {
+      if (unit == name) {
+        rate.period_ms = ms;
+        return rate;
+      }
+    }
+  }
+  return Fail(ErrorCode::kInvalidArgument,
+              "must be a rate such as 100/s, 6000/min or 50000/d, got '" + text + "'");
+}
+
+const std::string& CarrierFor(const Config& config, const std::string& tenant,
+                              const std::string& job_carrier) {
+  auto it = config.tenants.find(tenant);
+  if (it != config.tenants.end()) {
+    const auto& allowed = it->second.allowed_carriers;
+    if (!job_carrier.empty() && std::ranges::find(allowed, job_carrier) != allowed.end()) {
+      return job_carrier;
+    }
+    if (!it->second.carrier.empty()) return it->second.carrier;
+  }
+  return config.delivery.default_carrier;
 }
 
 Result<Config> ParseConfig(const std::string& yaml_text) {

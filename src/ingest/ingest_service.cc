@@ -72,6 +72,8 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
         builder_(config, spool),
         backpressure_(config.spool.high_water, config.spool.low_water) {}
 
+  std::function<void(int64_t)> on_spooled_;
+
   ~Impl() override {
     if (inflight_) inflight_->written.wait();
     if (consumer_) consumer_->close();
@@ -307,6 +309,11 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       ApplyPause();
     }
     probe_.BatchTally(batch.built.tally);
+    if (on_spooled_ && !batch.built.batch.jobs.empty()) {
+      int64_t earliest = INT64_MAX;
+      for (const auto& job : batch.built.batch.jobs) earliest = std::min(earliest, job.due_ms());
+      on_spooled_(earliest);
+    }
     if (!PublishDeadLetters(batch.messages, batch.built.dead_letters)) return false;
     StoreOffsets(batch.messages);
     return true;
@@ -472,5 +479,10 @@ IngestService::~IngestService() = default;
 Status IngestService::Start() { return impl_->Start(); }
 
 Status IngestService::Run(const std::atomic<bool>& stop) { return impl_->Run(stop); }
+
+
+void IngestService::OnSpooled(std::function<void(int64_t)> callback) {
+  impl_->on_spooled_ = std::move(callback);
+}
 
 }  // namespace mailroom

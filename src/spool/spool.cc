@@ -20,8 +20,8 @@ namespace {
 constexpr char kSchemaKey[] = "schema_version";
 constexpr char kSchemaVersion[] = "1";
 constexpr char kOutboxCounter[] = "count/outbox";
-const char* const kFamilies[] = {"default",      "jobs",         "due",      "outbox",
-                                 "suppressions", "provider_ids", "retention"};
+const char* const kFamilies[] = {"default",      "jobs",         "due",       "outbox",
+                                 "suppressions", "provider_ids", "retention", "queued"};
 
 std::unexpected<Error> Closed() { return Fail(ErrorCode::kUnavailable, "spool is closed"); }
 
@@ -128,6 +128,9 @@ Status Spool::OpenDb() {
   jobs_ = handles_[1];
   due_ = handles_[2];
   outbox_ = handles_[3];
+  suppressions_ = handles_[4];
+  retention_ = handles_[6];
+  queued_ = handles_[7];
 
   std::string version;
   s = db->Get(rocksdb::ReadOptions(), meta_, kSchemaKey, &version);
@@ -228,18 +231,119 @@ Status Spool::CommitIngest(const IngestBatch& ingest) {
     job.SerializeToString(&value);
     batch.Put(jobs_, key, value);
     batch.Put(due_, DueKey(job.due_ms(), job.tenant(), job.job().id()), rocksdb::Slice());
+    batch.Put(queued_, EncodeBe64(static_cast<uint64_t>(job.accepted_ms())) + key,
+              rocksdb::Slice());
     counts[job.state()]++;
   }
   for (const auto& [state, n] : counts) Count(batch, state, n);
   if (ingest.events.empty()) return batch.Count() == 0 ? Status() : Write(batch, /*sync=*/true);
-  // Sequence numbers are taken and written under one lock, so outbox order is
-  // commit order and the publisher never sees a later seq before an earlier.
+  std::vector<const v1::DeliveryEvent*> events;
+  for (const auto& event : ingest.events) events.push_back(&event);
   std::lock_guard seq_lock(seq_mu_);
-  for (const auto& event : ingest.events) {
-    event.SerializeToString(&value);
+  AppendEvents(batch, events);
+  return Write(batch, /*sync=*/true);
+}
+
+// With seq_mu_ held until the batch is written: sequence numbers are taken
+// and written under one lock, so outbox order is commit order and the
+// publisher never sees a later seq before an earlier one.
+void Spool::AppendEvents(rocksdb::WriteBatch& batch,
+                         const std::vector<const v1::DeliveryEvent*>& events) {
+  std::string value;
+  for (const auto* event : events) {
+    event->SerializeToString(&value);
     batch.Put(outbox_, OutboxKey(next_seq_++), value);
   }
-  batch.Merge(meta_, kOutboxCounter, EncodeCounter(static_cast<int64_t>(ingest.events.size())));
+  batch.Merge(meta_, kOutboxCounter, EncodeCounter(static_cast<int64_t>(events.size())));
+}
+
+Status Spool::CommitUpdates(const std::vector<JobUpdate>& updates, bool sync) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::WriteBatch batch;
+  std::map<v1::JobState, int64_t> counts;
+  std::vector<const v1::DeliveryEvent*> events;
+  std::string value;
+  for (const auto& update : updates) {
+    const auto& record = update.record;
+    std::string key = JobKey(record.tenant(), record.job().id());
+    record.SerializeToString(&value);
+    batch.Put(jobs_, key, value);
+    batch.Delete(due_, DueKey(update.previous_due_ms, record.tenant(), record.job().id()));
+    if (IsFinished(record.state())) {
+      batch.Delete(queued_, EncodeBe64(static_cast<uint64_t>(record.accepted_ms())) + key);
+      batch.Put(retention_, EncodeBe64(static_cast<uint64_t>(record.finished_ms())) + key,
+                rocksdb::Slice());
+    } else {
+      batch.Put(due_, DueKey(record.due_ms(), record.tenant(), record.job().id()),
+                rocksdb::Slice());
+    }
+    if (update.previous_state != record.state()) {
+      counts[update.previous_state]--;
+      counts[record.state()]++;
+    }
+    for (const auto& s : update.suppress) {
+      s.SerializeToString(&value);
+      batch.Put(suppressions_, SuppressionKey(record.tenant(), s.address()), value);
+    }
+    for (const auto& event : update.events) events.push_back(&event);
+  }
+  for (const auto& [state, n] : counts) {
+    if (n != 0) Count(batch, state, n);
+  }
+  if (events.empty()) return Write(batch, sync);
+  std::lock_guard seq_lock(seq_mu_);
+  AppendEvents(batch, events);
+  return Write(batch, sync);
+}
+
+Result<std::vector<bool>> Spool::Suppressed(const std::string& tenant,
+                                            const std::vector<std::string>& addresses) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
+  std::vector<std::string> keys;
+  for (const auto& a : addresses) keys.push_back(SuppressionKey(tenant, a));
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), suppressions_, keys.size(), slices.data(), values.data(),
+                statuses.data());
+  std::vector<bool> found(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].ok()) {
+      found[i] = true;
+    } else if (!statuses[i].IsNotFound()) {
+      return std::unexpected(FromRocks(statuses[i], "reading suppression list"));
+    }
+  }
+  return found;
+}
+
+Result<std::vector<std::pair<std::string, v1::Suppression>>> Spool::ListSuppressions(
+    const std::string& tenant, size_t max) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
+  std::vector<std::pair<std::string, v1::Suppression>> out;
+  std::string prefix = tenant.empty() ? "" : tenant + '\0';
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), suppressions_));
+  for (it->Seek(prefix); it->Valid() && out.size() < max && it->key().starts_with(prefix);
+       it->Next()) {
+    std::string key = it->key().ToString();
+    v1::Suppression s;
+    if (!s.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Fail(ErrorCode::kCorruption, "suppression entry does not parse");
+    }
+    out.emplace_back(key.substr(0, key.find('\0')), std::move(s));
+  }
+  if (!it->status().ok()) return std::unexpected(FromRocks(it->status(), "reading suppressions"));
+  return out;
+}
+
+Status Spool::RemoveSuppression(const std::string& tenant, const std::string& address) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::WriteBatch batch;
+  batch.Delete(suppressions_, SuppressionKey(tenant, address));
   return Write(batch, /*sync=*/true);
 }
 
@@ -258,14 +362,19 @@ Result<std::optional<v1::JobRecord>> Spool::GetJob(const std::string& tenant,
   return record;
 }
 
-Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max) {
+Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max,
+                                                   int64_t from_ms) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
   std::vector<v1::JobRecord> leased;
   rocksdb::WriteBatch batch;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), due_));
+  std::string lower = EncodeBe64(static_cast<uint64_t>(std::max<int64_t>(0, from_ms)));
+  rocksdb::Slice lower_slice(lower);
+  rocksdb::ReadOptions options;
+  options.iterate_lower_bound = &lower_slice;  // skip the tombstones of earlier leases
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, due_));
   std::string upper = EncodeBe64(static_cast<uint64_t>(now_ms) + 1);
-  for (it->SeekToFirst(); it->Valid() && leased.size() < max; it->Next()) {
+  for (it->Seek(lower_slice); it->Valid() && leased.size() < max; it->Next()) {
     if (it->key().compare(upper) >= 0) break;
     std::string job_key = it->key().ToString().substr(8);
     std::string value;
@@ -277,6 +386,7 @@ Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease
     if (!record.ParseFromString(value)) {
       return Fail(ErrorCode::kCorruption, "job record under due index does not parse");
     }
+    if (IsFinished(record.state())) continue;  // stale entry of a finished job: dropped
     int64_t until = now_ms + lease_ms;
     record.set_due_ms(until);
     batch.Put(due_, DueKey(until, record.tenant(), record.job().id()), rocksdb::Slice());
@@ -291,11 +401,15 @@ Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease
   return leased;
 }
 
-Result<std::optional<int64_t>> Spool::NextDueMs() {
+Result<std::optional<int64_t>> Spool::NextDueMs(int64_t from_ms) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), due_));
-  it->SeekToFirst();
+  std::string lower = EncodeBe64(static_cast<uint64_t>(std::max<int64_t>(0, from_ms)));
+  rocksdb::Slice lower_slice(lower);
+  rocksdb::ReadOptions options;
+  options.iterate_lower_bound = &lower_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, due_));
+  it->Seek(lower_slice);
   if (!it->status().ok()) return std::unexpected(FromRocks(it->status(), "scanning due index"));
   if (!it->Valid()) return std::optional<int64_t>();
   return std::optional<int64_t>(static_cast<int64_t>(DecodeBe64(it->key().data())));
@@ -342,6 +456,20 @@ SpoolStats Spool::Stats() {
     if (!IsFinished(state)) stats.queued_jobs += n;
   }
   stats.outbox_pending = Counter(kOutboxCounter);
+  {
+    // Finished jobs leave tombstones at the front of the index: start each
+    // scan at the last oldest key seen (the oldest only ever moves forward).
+    std::lock_guard hint_lock(oldest_mu_);
+    rocksdb::Slice lower(oldest_hint_);
+    rocksdb::ReadOptions options;
+    options.iterate_lower_bound = &lower;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, queued_));
+    it->Seek(lower);
+    if (it->Valid()) {
+      oldest_hint_ = it->key().ToString().substr(0, 8);
+      stats.oldest_queued_ms = static_cast<int64_t>(DecodeBe64(it->key().data()));
+    }
+  }
   for (const char* property : {"rocksdb.total-sst-files-size", "rocksdb.total-blob-file-size",
                                "rocksdb.cur-size-all-mem-tables"}) {
     uint64_t value = 0;
@@ -363,5 +491,11 @@ std::string DueKey(int64_t due_ms, const std::string& tenant, const std::string&
 }
 
 std::string OutboxKey(uint64_t seq) { return EncodeBe64(seq); }
+
+std::string SuppressionKey(const std::string& tenant, const std::string& address) {
+  std::string key = tenant + '\0';
+  for (char c : address) key.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  return key;
+}
 
 }  // namespace mailroom

@@ -1,0 +1,384 @@
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <ctime>
+
+#include "mailroom/message.h"
+
+namespace mailroom {
+namespace {
+
+const std::string kCrlf = "\r\n";
+constexpr size_t kFoldAt = 78;      // RFC 5322 SHOULD
+constexpr size_t kMaxLine = 998;    // RFC 5322 MUST
+constexpr size_t kWordBytes = 45;   // raw bytes per encoded-word: 60 base64 chars, 72 in all
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool IsPrintableAscii(std::string_view s) {
+  return std::ranges::all_of(s, [](unsigned char c) { return c >= 0x20 && c < 0x7f; });
+}
+
+std::string Hex(const unsigned char* data, size_t n) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kDigits[data[i] >> 4]);
+    out.push_back(kDigits[data[i] & 15]);
+  }
+  return out;
+}
+
+std::string Digest(const v1::JobRecord& record) {
+  std::string input = record.tenant() + '\0' + record.job().id();
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> digest{};
+  SHA256(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest.data());
+  return Hex(digest.data(), 16);
+}
+
+std::string DomainOf(const std::string& email) {
+  auto at = email.rfind('@');
+  return at == std::string::npos ? "mailroom.invalid" : Lower(email.substr(at + 1));
+}
+
+// Date from the time the job was accepted: the same on every attempt.
+std::string RfcDate(int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  static const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d +0000", kDays[tm.tm_wday],
+                tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                tm.tm_sec);
+  return buf;
+}
+
+// Folds "Name: value" at spaces so lines stay near 78 octets.
+std::string FoldHeader(std::string_view name, std::string_view value) {
+  std::string out(name);
+  out += ": ";
+  size_t line = out.size();
+  size_t pos = 0;
+  while (pos < value.size()) {
+    size_t space = value.find(' ', pos + 1);
+    if (space == std::string_view::npos) space = value.size();
+    std::string_view word = value.substr(pos, space - pos);  // includes its leading space
+    if (line + word.size() > kFoldAt && line > name.size() + 2 && word.front() == ' ') {
+      out += kCrlf;
+      line = 0;
+    }
+    out += word;
+    line += word.size();
+    pos = space;
+  }
+  out += kCrlf;
+  return out;
+}
+
+// Unstructured text (Subject, extra headers): as is when printable ASCII
+// that folds into legal lines, else encoded-words.
+std::string UnstructuredValue(std::string_view text) {
+  if (IsPrintableAscii(text)) {
+    size_t longest = 0, start = 0;
+    while (start <= text.size()) {
+      size_t space = text.find(' ', start);
+      if (space == std::string_view::npos) space = text.size();
+      longest = std::max(longest, space - start);
+      start = space + 1;
+    }
+    if (longest < kMaxLine - 100 && text.find("=?") == std::string_view::npos) {
+      return std::string(text);
+    }
+  }
+  return EncodeHeaderWords(text);
+}
+
+bool IsAtextOrSpace(unsigned char c) {
+  return std::isalnum(c) || c == ' ' ||
+         std::string_view("!#$%&'*+/=?^_`{|}~-").find(static_cast<char>(c)) !=
+             std::string_view::npos;
+}
+
+std::string FormatAddress(const v1::Address& address) {
+  const std::string& name = address.name();
+  if (name.empty()) return address.email();
+  std::string phrase;
+  if (!IsPrintableAscii(name) || name.find("=?") != std::string::npos) {
+    phrase = EncodeHeaderWords(name);
+  } else if (std::ranges::all_of(name, IsAtextOrSpace)) {
+    phrase = name;
+  } else {
+    phrase = "\"";
+    for (char c : name) {
+      if (c == '"' || c == '\\') phrase.push_back('\\');
+      phrase.push_back(c);
+    }
+    phrase += '"';
+  }
+  return phrase + " <" + address.email() + ">";
+}
+
+std::string AddressHeader(std::string_view name,
+                          const google::protobuf::RepeatedPtrField<v1::Address>& list) {
+  std::string value;
+  for (const auto& address : list) {
+    if (!value.empty()) value += ", ";
+    value += FormatAddress(address);
+  }
+  return FoldHeader(name, value);
+}
+
+// Line endings to CRLF (bare LF and bare CR alike).
+std::string ToCrlf(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + text.size() / 40);
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '\r') {
+      out += kCrlf;
+      if (i + 1 < text.size() && text[i + 1] == '\n') ++i;
+    } else if (c == '\n') {
+      out += kCrlf;
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// 7bit when plain ASCII with short lines and no boundary marker, else
+// quoted-printable. Boundaries start with "=_", which QP never produces.
+std::string TextPart(std::string_view subtype, std::string_view body) {
+  std::string text = ToCrlf(body);
+  if (text.size() < 2 || text.substr(text.size() - 2) != kCrlf) text += kCrlf;
+  bool seven_bit = text.find("=_") == std::string::npos &&
+                   std::ranges::none_of(text, [](unsigned char c) { return c >= 0x80 || c == 0; });
+  for (size_t start = 0; seven_bit && start < text.size();) {
+    size_t end = text.find(kCrlf, start);
+    seven_bit = end - start <= kMaxLine;
+    start = end + 2;
+  }
+  std::string out = "Content-Type: text/" + std::string(subtype) + "; charset=utf-8\r\n";
+  if (seven_bit) return out + "Content-Transfer-Encoding: 7bit\r\n\r\n" + text;
+  return out + "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + EncodeQuotedPrintable(text);
+}
+
+// A MIME parameter: quoted when ASCII, RFC 2231 (name*=utf-8''...) when not.
+std::string Param(std::string_view name, std::string_view value) {
+  if (IsPrintableAscii(value)) {
+    std::string out = std::string(name) + "=\"";
+    for (char c : value) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    return out + "\"";
+  }
+  std::string out = std::string(name) + "*=utf-8''";
+  static constexpr char kDigits[] = "0123456789ABCDEF";
+  for (unsigned char c : value) {
+    if (std::isalnum(c) || std::string_view("!#$&+-.^_`|~").find(static_cast<char>(c)) !=
+                               std::string_view::npos) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kDigits[c >> 4]);
+      out.push_back(kDigits[c & 15]);
+    }
+  }
+  return out;
+}
+
+std::string AttachmentPart(const v1::Attachment& a, bool related) {
+  std::string type = a.content_type().empty() ? "application/octet-stream" : a.content_type();
+  std::string out = "Content-Type: " + type;
+  if (!a.filename().empty()) out += ";\r\n " + Param("name", a.filename());
+  out += "\r\nContent-Transfer-Encoding: base64\r\n";
+  out += std::string("Content-Disposition: ") + (a.inline_() || related ? "inline" : "attachment");
+  if (!a.filename().empty()) out += ";\r\n " + Param("filename", a.filename());
+  out += kCrlf;
+  if (!a.content_id().empty()) {
+    std::string cid = a.content_id();
+    if (cid.front() != '<') cid = "<" + cid + ">";
+    out += "Content-ID: " + cid + "\r\n";
+  }
+  return out + kCrlf + EncodeBase64(a.content());
+}
+
+std::string Multipart(std::string_view subtype, const std::string& boundary,
+                      const std::vector<std::string>& parts) {
+  std::string out = "Content-Type: multipart/" + std::string(subtype) +
+                    ";\r\n boundary=\"" + boundary + "\"\r\n\r\n";
+  for (const auto& part : parts) out += "--" + boundary + "\r\n" + part + "\r\n";
+  return out + "--" + boundary + "--\r\n";
+}
+
+// The Message-ID header of a raw message, if any.
+std::string FindMessageId(std::string_view message) {
+  size_t end = message.find("\r\n\r\n");
+  std::string_view head = message.substr(0, end);
+  size_t pos = 0;
+  while (pos < head.size()) {
+    size_t eol = head.find(kCrlf, pos);
+    if (eol == std::string_view::npos) eol = head.size();
+    std::string_view line = head.substr(pos, eol - pos);
+    if (line.size() > 11 && Lower(line.substr(0, 11)) == "message-id:") {
+      std::string_view value = line.substr(11);
+      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+      return std::string(value);
+    }
+    pos = eol + 2;
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string EncodeBase64(std::string_view data, size_t line_length) {
+  std::string encoded(4 * ((data.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(encoded.data()),
+                          reinterpret_cast<const unsigned char*>(data.data()),
+                          static_cast<int>(data.size()));
+  encoded.resize(static_cast<size_t>(n));
+  if (line_length == 0) return encoded;
+  std::string out;
+  out.reserve(encoded.size() + encoded.size() / line_length * 2 + 2);
+  for (size_t i = 0; i < encoded.size(); i += line_length) {
+    out.append(encoded, i, line_length);
+    out += kCrlf;
+  }
+  return out;
+}
+
+std::string EncodeQuotedPrintable(std::string_view text) {
+  static constexpr char kDigits[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size() + text.size() / 8);
+  size_t line = 0;
+  auto emit = [&](std::string_view piece) {
+    if (line + piece.size() > 75) {  // soft break: "=" ends the line at 76
+      out += "=\r\n";
+      line = 0;
+    }
+    out += piece;
+    line += piece.size();
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') {
+      out += kCrlf;  // hard line break
+      line = 0;
+      ++i;
+      continue;
+    }
+    bool at_line_end = i + 1 == text.size() || text[i + 1] == '\r';
+    bool literal = (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_line_end);
+    // A leading "." or "From " survive any transport untouched when encoded.
+    if (line == 0 && c == '.') literal = false;
+    if (literal) {
+      char ch = static_cast<char>(c);
+      emit(std::string_view(&ch, 1));
+    } else {
+      char enc[3] = {'=', kDigits[c >> 4], kDigits[c & 15]};
+      emit(std::string_view(enc, 3));
+    }
+  }
+  return out;
+}
+
+std::string EncodeHeaderWords(std::string_view text) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = std::min(text.size(), pos + kWordBytes);
+    // Never split a UTF-8 sequence: back up to a lead byte.
+    while (end < text.size() && end > pos + 1 &&
+           (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
+      --end;
+    }
+    if (!out.empty()) out += ' ';  // FoldHeader folds between the words
+    out += "=?UTF-8?B?" + EncodeBase64(text.substr(pos, end - pos), 0) + "?=";
+    pos = end;
+  }
+  return out;
+}
+
+bool IsDeniedHeader(std::string_view name) {
+  static constexpr std::string_view kDenied[] = {
+      "from",         "to",       "cc",          "bcc",          "date",
+      "message-id",   "sender",   "mime-version", "dkim-signature", "received",
+      "return-path"};
+  std::string lower = Lower(name);
+  if (lower.rfind("content-", 0) == 0) return true;  // MIME headers
+  return std::ranges::find(kDenied, lower) != std::end(kDenied);
+}
+
+std::string MessageIdFor(const v1::JobRecord& record) {
+  return "<" + Digest(record) + "@" + DomainOf(record.job().from().email()) + ">";
+}
+
+Result<RenderedMessage> RenderMessage(const v1::JobRecord& record) {
+  const v1::MailJob& job = record.job();
+  RenderedMessage rendered;
+  if (!job.raw_mime().empty()) {
+    rendered.data = ToCrlf(job.raw_mime());
+    rendered.message_id = FindMessageId(rendered.data);
+    return rendered;
+  }
+  rendered.message_id = MessageIdFor(record);
+  std::string& out = rendered.data;
+  out += "Date: " + RfcDate(record.accepted_ms()) + "\r\n";
+  out += FoldHeader("From", FormatAddress(job.from()));
+  if (job.to_size() > 0) out += AddressHeader("To", job.to());
+  if (job.cc_size() > 0) out += AddressHeader("Cc", job.cc());
+  if (job.reply_to_size() > 0) out += AddressHeader("Reply-To", job.reply_to());
+  out += FoldHeader("Subject", UnstructuredValue(job.subject()));
+  out += "Message-ID: " + rendered.message_id + "\r\n";
+  out += "MIME-Version: 1.0\r\n";
+  for (const auto& header : job.headers()) {
+    if (IsDeniedHeader(header.name())) continue;
+    std::string lower = Lower(header.name());
+    if (lower == "subject" || (lower == "reply-to" && job.reply_to_size() > 0)) continue;
+    out += FoldHeader(header.name(), UnstructuredValue(header.value()));
+  }
+
+  std::string base = "=_mr" + Digest(record).substr(0, 16) + "_";
+  int boundaries = 0;
+  auto boundary = [&] { return base + std::to_string(boundaries++); };
+
+  std::string body;
+  if (!job.text_body().empty() && !job.html_body().empty()) {
+    body = Multipart("alternative", boundary(),
+                     {TextPart("plain", job.text_body()), TextPart("html", job.html_body())});
+  } else if (!job.html_body().empty()) {
+    body = TextPart("html", job.html_body());
+  } else {
+    body = TextPart("plain", job.text_body());
+  }
+  std::vector<std::string> related, mixed;
+  for (const auto& a : job.attachments()) {
+    bool is_related = a.inline_() && !a.content_id().empty();
+    (is_related ? related : mixed).push_back(AttachmentPart(a, is_related));
+  }
+  if (!related.empty()) {
+    related.insert(related.begin(), std::move(body));
+    body = Multipart("related", boundary(), related);
+  }
+  if (!mixed.empty()) {
+    mixed.insert(mixed.begin(), std::move(body));
+    body = Multipart("mixed", boundary(), mixed);
+  }
+  out += body;
+  return rendered;
+}
+
+}  // namespace mailroom

@@ -1,0 +1,656 @@
+#include "mailroom/dispatcher.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "mailroom/message.h"
+#include "mailroom/outcome.h"
+#include "mailroom/transport.h"
+#include "scheduler/rate_limiter.h"
+
+namespace mailroom {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+int64_t NowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string DomainOf(const std::string& email) {
+  std::string domain = email.substr(email.rfind('@') + 1);
+  for (auto& c : domain) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return domain;
+}
+
+// The job's state follows its recipients: unfinished while any is; then the
+// best outcome any recipient had.
+v1::JobState JobStateOf(const v1::JobRecord& record) {
+  bool delivered = false, bounced = false, expired = false, suppressed = false;
+  for (const auto& r : record.recipients()) {
+    if (!IsFinished(r.state())) {
+      return record.attempts() > 0 ? v1::JOB_STATE_DEFERRED : v1::JOB_STATE_QUEUED;
+    }
+    delivered |= r.state() == v1::JOB_STATE_DELIVERED;
+    bounced |= r.state() == v1::JOB_STATE_BOUNCED;
+    expired |= r.state() == v1::JOB_STATE_EXPIRED;
+    suppressed |= r.state() == v1::JOB_STATE_SUPPRESSED;
+  }
+  if (delivered) return v1::JOB_STATE_DELIVERED;
+  if (bounced) return v1::JOB_STATE_BOUNCED;
+  if (expired) return v1::JOB_STATE_EXPIRED;
+  if (suppressed) return v1::JOB_STATE_SUPPRESSED;
+  return v1::JOB_STATE_CANCELLED;
+}
+
+// Keep the record's history short: the first entry and the latest ones.
+void AddHistory(v1::JobRecord& record, int64_t now_ms, const std::string& note) {
+  constexpr int kMaxHistory = 20;
+  auto* h = record.add_history();
+  h->set_time_ms(now_ms);
+  h->set_state(record.state());
+  h->set_note(note);
+  if (record.history_size() > kMaxHistory) record.mutable_history()->DeleteSubrange(1, 1);
+}
+
+struct Metrics {
+  explicit Metrics(prometheus::Registry& r)
+      : deliveries(prometheus::BuildCounter()
+                       .Name("mailroom_deliveries_total")
+                       .Help("Delivery outcomes per recipient: delivered, deferred, bounced, "
+                             "expired, suppressed")
+                       .Register(r)),
+        retries(prometheus::BuildCounter()
+                    .Name("mailroom_delivery_retries_total")
+                    .Help("Recipients deferred for a retry, by carrier and category")
+                    .Register(r)),
+        bounces(prometheus::BuildCounter()
+                    .Name("mailroom_bounces_total")
+                    .Help("Bounces by carrier, tenant, type (hard: permanent, soft: transient) "
+                          "and category")
+                    .Register(r)),
+        suppressed(prometheus::BuildCounter()
+                       .Name("mailroom_suppressed_total")
+                       .Help("Recipients not sent to because they are on the suppression list")
+                       .Register(r)),
+        expired(prometheus::BuildCounter()
+                    .Name("mailroom_expired_total")
+                    .Help("Recipients given up on at the job's expiry")
+                    .Register(r)),
+        rate_limited(prometheus::BuildCounter()
+                         .Name("mailroom_rate_limited_total")
+                         .Help("Times a job had to wait for a rate limit, by limiter")
+                         .Register(r)),
+        attempt_seconds(prometheus::BuildHistogram()
+                            .Name("mailroom_delivery_attempt_seconds")
+                            .Help("Duration of one delivery attempt, by carrier")
+                            .Register(r)),
+        queue_latency(prometheus::BuildHistogram()
+                          .Name("mailroom_delivery_queue_latency_seconds")
+                          .Help("Time from acceptance to delivery, per delivered recipient")
+                          .Register(r)),
+        connections(prometheus::BuildGauge()
+                        .Name("mailroom_carrier_connections")
+                        .Help("Open connections per carrier")
+                        .Register(r)),
+        carrier_in_flight(prometheus::BuildGauge()
+                              .Name("mailroom_carrier_in_flight")
+                              .Help("Messages handed to a carrier and not yet answered")
+                              .Register(r)),
+        held(prometheus::BuildGauge()
+                 .Name("mailroom_dispatch_jobs_held")
+                 .Help("Jobs leased by the dispatcher: sending or waiting for a rate limit")
+                 .Register(r)
+                 .Add({})),
+        commit_errors(prometheus::BuildCounter()
+                          .Name("mailroom_dispatch_commit_errors_total")
+                          .Help("Failed spool writes of delivery outcomes (retried)")
+                          .Register(r)
+                          .Add({})) {}
+
+  prometheus::Family<prometheus::Counter>& deliveries;
+  prometheus::Family<prometheus::Counter>& retries;
+  prometheus::Family<prometheus::Counter>& bounces;
+  prometheus::Family<prometheus::Counter>& suppressed;
+  prometheus::Family<prometheus::Counter>& expired;
+  prometheus::Family<prometheus::Counter>& rate_limited;
+  prometheus::Family<prometheus::Histogram>& attempt_seconds;
+  prometheus::Family<prometheus::Histogram>& queue_latency;
+  prometheus::Family<prometheus::Gauge>& connections;
+  prometheus::Family<prometheus::Gauge>& carrier_in_flight;
+  prometheus::Gauge& held;
+  prometheus::Counter& commit_errors;
+};
+
+const prometheus::Histogram::BucketBoundaries kAttemptBuckets = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400};
+
+}  // namespace
+
+class Dispatcher::Impl {
+ public:
+  Impl(const Config& config, Spool& spool, prometheus::Registry& registry, Health& health)
+      : config_(config), spool_(spool), metrics_(registry), health_(health) {}
+
+  ~Impl() { Stop(0); }
+
+  Status Start() {
+    for (const auto& [name, carrier_config] : config_.carriers) {
+      auto carrier = MakeCarrier(carrier_config, loop_);
+      if (!carrier) return std::unexpected(carrier.error());
+      carriers_[name] = std::move(*carrier);
+      if (carrier_config.rate.limited()) {
+        limiters_["carrier:" + name] =
+            std::make_unique<RateLimiter>("carrier", name, carrier_config.rate);
+      }
+    }
+    for (const auto& [name, tenant] : config_.tenants) {
+      if (tenant.rate.limited()) {
+        limiters_["tenant:" + name] = std::make_unique<RateLimiter>("tenant", name, tenant.rate);
+      }
+    }
+    for (const auto& [domain, rate] : config_.delivery.domain_rates) {
+      limiters_["domain:" + domain] = std::make_unique<RateLimiter>("domain", domain, rate);
+    }
+    thread_ = std::thread([this] { Loop(); });
+    spdlog::info("delivery: {} carrier(s), default {}, {} rate limit(s)", carriers_.size(),
+                 config_.delivery.default_carrier, limiters_.size());
+    return {};
+  }
+
+  void Stop(int drain_ms) {
+    if (!thread_.joinable()) return;
+    drain_ms_ = drain_ms;
+    stop_ = true;
+    loop_.Wakeup();
+    thread_.join();
+  }
+
+  void Wakeup(int64_t earliest_due_ms) {
+    int64_t current = scan_from_.load();
+    while (earliest_due_ms < current &&
+           !scan_from_.compare_exchange_weak(current, earliest_due_ms)) {
+    }
+    loop_.Wakeup();
+  }
+
+ private:
+  struct Work {
+    v1::JobRecord record;
+    v1::JobState leased_state = v1::JOB_STATE_UNSPECIFIED;
+    int64_t leased_due_ms = 0;
+    std::string carrier;
+    std::vector<int> pending;  // indexes of the recipients this attempt sends to
+    std::vector<RateLimiter*> limiters;
+    std::shared_ptr<const std::string> message;
+    std::string message_id;
+    // Events of recipients finished before sending (suppressed), written
+    // with the attempt's outcome.
+    std::vector<v1::DeliveryEvent> early_events;
+  };
+
+  void Loop() {
+    while (!stop_) {
+      int64_t now_ms = NowUs() / 1000;
+      if (work_.size() < config_.delivery.max_in_flight && !commit_failing_) Lease(now_ms);
+      int64_t limiter_wait_us = Dispatch();
+      Commit();
+      loop_.Run(Timeout(limiter_wait_us));
+      Commit();
+      UpdateGauges();
+    }
+    Drain();
+  }
+
+  // Sleep until the next due job, a rate limit's next slot, socket activity
+  // or a wakeup; at most a second.
+  int Timeout(int64_t limiter_wait_us) {
+    int64_t timeout_ms = 1000;
+    if (limiter_wait_us >= 0) timeout_ms = std::min(timeout_ms, (limiter_wait_us + 999) / 1000);
+    if (work_.size() < config_.delivery.max_in_flight && !commit_failing_) {
+      auto next = spool_.NextDueMs(scan_from_.load());
+      if (next && next->has_value()) {
+        timeout_ms = std::min(timeout_ms, std::max<int64_t>(0, **next - NowUs() / 1000));
+      }
+    }
+    return static_cast<int>(std::max<int64_t>(timeout_ms, 0));
+  }
+
+  void Lease(int64_t now_ms) {
+    size_t room = config_.delivery.max_in_flight - work_.size();
+    int64_t from = scan_from_.load();
+    auto leased = spool_.LeaseDue(now_ms, config_.delivery.lease_ms, room, from);
+    if (!leased) {
+      spdlog::error("delivery: leasing due jobs failed: {}", leased.error().message);
+      return;
+    }
+    // Everything due up to now was taken unless the window filled: later
+    // scans start past it (new jobs move the start back through Wakeup).
+    if (leased->size() < room) scan_from_.compare_exchange_strong(from, now_ms + 1);
+    for (auto& record : *leased) Admit(std::move(record), now_ms);
+  }
+
+  int64_t ExpiryMs(const v1::JobRecord& record) const {
+    int64_t expiry = record.accepted_ms() + config_.delivery.backoff.max_age_ms;
+    if (record.job().has_expires_at()) {
+      expiry = std::min(expiry, TimeUtil::TimestampToMilliseconds(record.job().expires_at()));
+    }
+    return expiry;
+  }
+
+  v1::DeliveryEvent EventFor(const v1::JobRecord& record, v1::EventType type,
+                             const std::string& recipient, int64_t now_ms) {
+    v1::DeliveryEvent event;
+    event.set_job_id(record.job().id());
+    event.set_tenant(record.tenant());
+    event.set_type(type);
+    event.set_recipient(recipient);
+    event.set_attempt(record.attempts());
+    event.set_carrier(record.carrier());
+    event.set_message_id(record.message_id());
+    *event.mutable_event_time() = TimeUtil::MillisecondsToTimestamp(now_ms);
+    *event.mutable_accepted_time() = TimeUtil::MillisecondsToTimestamp(record.accepted_ms());
+    *event.mutable_metadata() = record.job().metadata();
+    return event;
+  }
+
+  // Finishes recipients without sending (expiry, suppression) and, when no
+  // recipient is left to send to, the job.
+  void Finish(Work& w, const std::vector<int>& which, v1::JobState state, int64_t now_ms,
+              JobUpdate& update, const std::string& category, const std::string& detail) {
+    auto type = state == v1::JOB_STATE_EXPIRED ? v1::EXPIRED : v1::SUPPRESSED;
+    auto& family = state == v1::JOB_STATE_EXPIRED ? metrics_.expired : metrics_.suppressed;
+    for (int i : which) {
+      auto* rcpt = w.record.mutable_recipients(i);
+      rcpt->set_state(state);
+      rcpt->set_category(category);
+      rcpt->set_updated_ms(now_ms);
+      auto event = EventFor(w.record, type, rcpt->address(), now_ms);
+      event.set_category(category);
+      event.set_detail(detail);
+      update.events.push_back(std::move(event));
+      family.Add({{"tenant", w.record.tenant()}}).Increment();
+      metrics_.deliveries
+          .Add({{"carrier", w.carrier},
+                {"tenant", w.record.tenant()},
+                {"outcome", StateLabel(state)}})
+          .Increment();
+    }
+  }
+
+  void Admit(v1::JobRecord record, int64_t now_ms) {
+    std::string key = JobKey(record.tenant(), record.job().id());
+    if (auto it = work_.find(key); it != work_.end()) {
+      it->second.leased_due_ms = record.due_ms();  // a job still sending whose lease ran out
+      return;
+    }
+    Work w;
+    w.leased_state = record.state();
+    w.leased_due_ms = record.due_ms();
+    w.record = std::move(record);
+    w.carrier = CarrierFor(config_, w.record.tenant(), w.record.job().carrier());
+    for (int i = 0; i < w.record.recipients_size(); ++i) {
+      if (!IsFinished(w.record.recipients(i).state())) w.pending.push_back(i);
+    }
+    JobUpdate update;
+    if (now_ms >= ExpiryMs(w.record)) {
+      Finish(w, w.pending, v1::JOB_STATE_EXPIRED, now_ms, update, "expired",
+             "not delivered before the job's expiry");
+      w.pending.clear();
+    }
+    if (!w.pending.empty()) {
+      std::vector<std::string> addresses;
+      for (int i : w.pending) addresses.push_back(w.record.recipients(i).address());
+      auto suppressed = spool_.Suppressed(w.record.tenant(), addresses);
+      if (!suppressed) {
+        spdlog::error("delivery: reading suppressions: {}", suppressed.error().message);
+        return;  // the lease runs out and the job comes back
+      }
+      std::vector<int> hit, keep;
+      for (size_t n = 0; n < w.pending.size(); ++n) {
+        ((*suppressed)[n] ? hit : keep).push_back(w.pending[n]);
+      }
+      Finish(w, hit, v1::JOB_STATE_SUPPRESSED, now_ms, update, "suppressed",
+             "the recipient is on the tenant's suppression list");
+      w.pending = std::move(keep);
+    }
+    if (w.pending.empty()) {
+      CompleteWithoutSending(w, std::move(update), now_ms);
+      return;
+    }
+    w.early_events = std::move(update.events);
+    auto rendered = RenderMessage(w.record);
+    if (!rendered) {
+      spdlog::error("delivery: cannot render {}: {}", key, rendered.error().message);
+      return;
+    }
+    w.message = std::make_shared<const std::string>(std::move(rendered->data));
+    w.message_id = std::move(rendered->message_id);
+    if (auto it = limiters_.find("carrier:" + w.carrier); it != limiters_.end()) {
+      w.limiters.push_back(it->second.get());
+    }
+    if (auto it = limiters_.find("tenant:" + w.record.tenant()); it != limiters_.end()) {
+      w.limiters.push_back(it->second.get());
+    }
+    for (int i : w.pending) {
+      auto it = limiters_.find("domain:" + DomainOf(w.record.recipients(i).address()));
+      if (it != limiters_.end() && std::ranges::find(w.limiters, it->second.get()) ==
+                                       w.limiters.end()) {
+        w.limiters.push_back(it->second.get());
+      }
+    }
+    work_.emplace(key, std::move(w));
+    ready_.push_back(key);
+  }
+
+  void CompleteWithoutSending(Work& w, JobUpdate update, int64_t now_ms) {
+    w.record.set_state(JobStateOf(w.record));
+    if (IsFinished(w.record.state())) w.record.set_finished_ms(now_ms);
+    AddHistory(w.record, now_ms, "finished without sending");
+    update.previous_state = w.leased_state;
+    update.previous_due_ms = w.leased_due_ms;
+    update.record = std::move(w.record);
+    updates_.push_back(std::move(update));
+  }
+
+  // The limit a job waits for longest (nullptr: none, it may go now).
+  RateLimiter* Blocker(const Work& w, int64_t now_us, int64_t& wait_us) const {
+    RateLimiter* blocker = nullptr;
+    wait_us = 0;
+    for (auto* limiter : w.limiters) {
+      int64_t wait = limiter->WaitUs(now_us);
+      if (wait > wait_us) {
+        wait_us = wait;
+        blocker = limiter;
+      }
+    }
+    return blocker;
+  }
+
+  // Starts what the limits allow; returns microseconds until a waiting job's
+  // limit frees up, or -1 when nothing waits.
+  int64_t Dispatch() {
+    int64_t now_us = NowUs();
+    int64_t next_us = -1;
+    auto note_wait = [&](int64_t wait) { next_us = next_us < 0 ? wait : std::min(next_us, wait); };
+    auto try_start = [&](const std::string& key, RateLimiter* queue_of) -> bool {
+      Work& w = work_.at(key);
+      int64_t wait = 0;
+      RateLimiter* blocker = Blocker(w, now_us, wait);
+      if (blocker == nullptr) {
+        for (auto* limiter : w.limiters) limiter->Take(now_us);
+        Send(key, w);
+        return true;
+      }
+      if (blocker == queue_of) {
+        note_wait(wait);
+        return false;
+      }
+      if (Wait(key, w, blocker, now_us, wait)) note_wait(wait);
+      return true;
+    };
+    for (auto& [name, limiter] : limiters_) {
+      while (!limiter->waiting.empty()) {
+        std::string key = limiter->waiting.front();
+        if (!try_start(key, limiter.get())) break;
+        // Started or moved to another limit's queue: not waiting here any more.
+        if (!limiter->waiting.empty() && limiter->waiting.front() == key) {
+          limiter->waiting.pop_front();
+        }
+      }
+    }
+    while (!ready_.empty()) {
+      std::string key = std::move(ready_.front());
+      ready_.pop_front();
+      try_start(key, nullptr);
+    }
+    return next_us;
+  }
+
+  // Queues a job behind a limit, or hands it back to the spool when the
+  // queue is long (so one slow tenant cannot fill the dispatcher). Returns
+  // whether the job waits in memory.
+  bool Wait(const std::string& key, Work& w, RateLimiter* limiter, int64_t now_us,
+            int64_t wait_us) {
+    metrics_.rate_limited.Add({{"limiter", limiter->kind()}, {"name", limiter->name()}})
+        .Increment();
+    size_t cap = std::max<size_t>(100, static_cast<size_t>(2'000'000 / limiter->interval_us()));
+    if (limiter->waiting.size() < cap) {
+      limiter->waiting.push_back(key);
+      return true;
+    }
+    int64_t later_us = now_us + wait_us +
+                       static_cast<int64_t>(limiter->waiting.size()) * limiter->interval_us();
+    JobUpdate update;
+    update.previous_state = w.leased_state;
+    update.previous_due_ms = w.leased_due_ms;
+    update.record = std::move(w.record);
+    update.record.set_due_ms(later_us / 1000);
+    update.events = std::move(w.early_events);
+    releases_.push_back(std::move(update));
+    work_.erase(key);
+    return false;
+  }
+
+  void Send(const std::string& key, Work& w) {
+    SendRequest request;
+    request.mail_from = w.record.job().from().email();
+    for (int i : w.pending) request.recipients.push_back(w.record.recipients(i).address());
+    request.message = w.message;
+    request.label = w.record.tenant() + "/" + w.record.job().id();
+    carriers_.at(w.carrier)->Send(std::move(request), [this, key](SendResult result) {
+      OnResult(key, std::move(result));
+    });
+  }
+
+  void OnResult(const std::string& key, SendResult result) {
+    auto it = work_.find(key);
+    if (it == work_.end()) return;
+    Work& w = it->second;
+    v1::JobRecord& record = w.record;
+    int64_t now_ms = NowUs() / 1000;
+    uint32_t attempt = record.attempts() + 1;
+    record.set_attempts(attempt);
+    record.set_carrier(w.carrier);
+    record.set_message_id(w.message_id);
+    metrics_.attempt_seconds.Add({{"carrier", w.carrier}}, kAttemptBuckets).Observe(result.seconds);
+
+    JobUpdate update;
+    update.events = std::move(w.early_events);
+    int64_t retry_at = std::min(
+        now_ms + BackoffMs(config_.delivery.backoff, attempt, unit_(rng_)), ExpiryMs(record));
+    size_t delivered = 0, deferred = 0, bounced = 0;
+    for (size_t n = 0; n < w.pending.size(); ++n) {
+      auto* rcpt = record.mutable_recipients(w.pending[n]);
+      const Reply& reply = n < result.replies.size() ? result.replies[n] : Reply{};
+      Classification c = Classify(reply);
+      rcpt->set_attempts(rcpt->attempts() + 1);
+      rcpt->set_last_reply_code(static_cast<uint32_t>(reply.code));
+      rcpt->set_last_enhanced_status(reply.enhanced);
+      rcpt->set_last_diagnostic(reply.text);
+      rcpt->set_category(std::string(c.category));
+      rcpt->set_updated_ms(now_ms);
+      v1::EventType type = v1::DELIVERED;
+      std::string outcome = "delivered";
+      if (c.verdict == Verdict::kDelivered) {
+        rcpt->set_state(v1::JOB_STATE_DELIVERED);
+        metrics_.queue_latency.Add({{"carrier", w.carrier}}, kLatencyBuckets)
+            .Observe(static_cast<double>(now_ms - record.accepted_ms()) / 1000.0);
+        ++delivered;
+      } else if (c.verdict == Verdict::kPermanent) {
+        rcpt->set_state(v1::JOB_STATE_BOUNCED);
+        type = v1::BOUNCED;
+        outcome = "bounced";
+        ++bounced;
+        if (c.category == "invalid_recipient") {
+          v1::Suppression s;
+          s.set_address(rcpt->address());
+          s.set_reason("bounce");
+          s.set_category(std::string(c.category));
+          s.set_time_ms(now_ms);
+          s.set_source_job_id(record.job().id());
+          s.set_reply_code(static_cast<uint32_t>(reply.code));
+          s.set_enhanced_status(reply.enhanced);
+          s.set_diagnostic(reply.text);
+          update.suppress.push_back(std::move(s));
+        }
+      } else {
+        rcpt->set_state(v1::JOB_STATE_DEFERRED);
+        type = v1::DEFERRED;
+        outcome = "deferred";
+        ++deferred;
+        metrics_.retries.Add({{"carrier", w.carrier}, {"category", std::string(c.category)}})
+            .Increment();
+      }
+      if (c.verdict != Verdict::kDelivered) {
+        metrics_.bounces
+            .Add({{"carrier", w.carrier},
+                  {"tenant", record.tenant()},
+                  {"type", c.verdict == Verdict::kPermanent ? "hard" : "soft"},
+                  {"category", std::string(c.category)}})
+            .Increment();
+      }
+      metrics_.deliveries
+          .Add({{"carrier", w.carrier}, {"tenant", record.tenant()}, {"outcome", outcome}})
+          .Increment();
+      auto event = EventFor(record, type, rcpt->address(), now_ms);
+      event.set_reply_code(static_cast<uint32_t>(reply.code));
+      event.set_enhanced_status(reply.enhanced);
+      event.set_diagnostic(reply.text);
+      event.set_category(std::string(c.category));
+      if (type == v1::DEFERRED) {
+        event.set_detail("retry at " + TimeUtil::ToString(TimeUtil::MillisecondsToTimestamp(retry_at)));
+      }
+      update.events.push_back(std::move(event));
+    }
+    record.set_state(JobStateOf(record));
+    if (IsFinished(record.state())) {
+      record.set_finished_ms(now_ms);
+    } else {
+      record.set_due_ms(retry_at);
+    }
+    AddHistory(record, now_ms,
+               "attempt " + std::to_string(attempt) + " via " + w.carrier + ": " +
+                   std::to_string(delivered) + " delivered, " + std::to_string(deferred) +
+                   " deferred, " + std::to_string(bounced) + " bounced");
+    update.previous_state = w.leased_state;
+    update.previous_due_ms = w.leased_due_ms;
+    update.record = std::move(record);
+    updates_.push_back(std::move(update));
+    work_.erase(it);
+  }
+
+  // Outcomes are written synced, in one batch per loop turn; rate-limit
+  // hand-backs need no sync (a lost one only means the lease runs out).
+  void Commit() {
+    auto write = [&](std::vector<JobUpdate>& updates, bool sync) {
+      if (updates.empty()) return;
+      if (auto s = spool_.CommitUpdates(updates, sync); !s) {
+        metrics_.commit_errors.Increment();
+        if (!commit_failing_) {
+          spdlog::error("delivery: writing outcomes failed (kept, retrying): {}",
+                        s.error().message);
+          health_.SetNotReady("delivery", "spool write failing: " + s.error().message);
+        }
+        commit_failing_ = true;
+        (void)spool_.Recover();
+        return;
+      }
+      if (commit_failing_) {
+        spdlog::info("delivery: spool writable again");
+        health_.SetReady("delivery");
+        commit_failing_ = false;
+      }
+      updates.clear();
+    };
+    write(updates_, true);
+    write(releases_, false);
+  }
+
+  void UpdateGauges() {
+    metrics_.held.Set(static_cast<double>(work_.size()));
+    for (const auto& [name, carrier] : carriers_) {
+      metrics_.connections.Add({{"carrier", name}})
+          .Set(static_cast<double>(carrier->open_connections()));
+      metrics_.carrier_in_flight.Add({{"carrier", name}})
+          .Set(static_cast<double>(carrier->in_flight()));
+    }
+  }
+
+  // Shutdown: jobs not yet sent go back to the spool due now; transfers in
+  // flight get drain_ms to finish and their outcomes are written.
+  void Drain() {
+    for (auto& [name, limiter] : limiters_) limiter->waiting.clear();
+    ready_.clear();
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_ms_);
+    size_t sending = 0;
+    for (const auto& [name, carrier] : carriers_) sending += carrier->in_flight();
+    while (sending > 0 && std::chrono::steady_clock::now() < deadline) {
+      loop_.Run(100);
+      sending = 0;
+      for (const auto& [name, carrier] : carriers_) sending += carrier->in_flight();
+    }
+    Commit();
+    // What is left was never handed to a carrier, or did not finish in time.
+    int64_t now_ms = NowUs() / 1000;
+    for (auto& [key, w] : work_) {
+      JobUpdate update;
+      update.previous_state = w.leased_state;
+      update.previous_due_ms = w.leased_due_ms;
+      update.record = std::move(w.record);
+      update.record.set_due_ms(now_ms);
+      update.events = std::move(w.early_events);
+      updates_.push_back(std::move(update));
+    }
+    Commit();
+    spdlog::info("delivery: stopped ({} job(s) handed back to the spool)", work_.size());
+  }
+
+  const Config& config_;
+  Spool& spool_;
+  Metrics metrics_;
+  Health& health_;
+  // Carriers before the loop: the loop (destroyed first) detaches their
+  // transfers before the carriers free them.
+  std::map<std::string, std::unique_ptr<Carrier>> carriers_;
+  CurlLoop loop_;
+  std::map<std::string, std::unique_ptr<RateLimiter>> limiters_;
+  std::unordered_map<std::string, Work> work_;
+  std::deque<std::string> ready_;
+  std::vector<JobUpdate> updates_;
+  std::vector<JobUpdate> releases_;
+  bool commit_failing_ = false;
+  std::atomic<int64_t> scan_from_{0};
+  std::atomic<bool> stop_{false};
+  int drain_ms_ = 0;
+  std::thread thread_;
+  std::mt19937_64 rng_{std::random_device{}()};
+  std::uniform_real_distribution<double> unit_{0.0, 1.0};
+};
+
+Dispatcher::Dispatcher(const Config& config, Spool& spool, prometheus::Registry& registry,
+                       Health& health)
+    : impl_(std::make_unique<Impl>(config, spool, registry, health)) {}
+Dispatcher::~Dispatcher() = default;
+Status Dispatcher::Start() { return impl_->Start(); }
+void Dispatcher::Stop(int drain_ms) { impl_->Stop(drain_ms); }
+void Dispatcher::Wakeup(int64_t earliest_due_ms) { impl_->Wakeup(earliest_due_ms); }
+
+}  // namespace mailroom

@@ -1,0 +1,50 @@
+#include <curl/curl.h>
+#include <spdlog/spdlog.h>
+
+#include "mailroom/transport.h"
+
+namespace mailroom {
+
+CurlLoop::CurlLoop() {
+  static const bool initialized = [] { return curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK; }();
+  (void)initialized;
+  multi_ = curl_multi_init();
+}
+
+CurlLoop::~CurlLoop() {
+  for (auto& [easy, done] : transfers_) curl_multi_remove_handle(multi_, easy);
+  curl_multi_cleanup(multi_);
+}
+
+void CurlLoop::Add(CURL* easy, std::function<void(int)> done) {
+  transfers_[easy] = std::move(done);
+  CURLMcode rc = curl_multi_add_handle(multi_, easy);
+  if (rc != CURLM_OK) {
+    auto callback = std::move(transfers_[easy]);
+    transfers_.erase(easy);
+    callback(CURLE_FAILED_INIT);
+  }
+}
+
+void CurlLoop::Run(int timeout_ms) {
+  int running = 0;
+  curl_multi_perform(multi_, &running);
+  if (timeout_ms > 0) curl_multi_poll(multi_, nullptr, 0, timeout_ms, nullptr);
+  curl_multi_perform(multi_, &running);
+  int queued = 0;
+  while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    CURL* easy = msg->easy_handle;
+    CURLcode code = msg->data.result;
+    curl_multi_remove_handle(multi_, easy);
+    auto it = transfers_.find(easy);
+    if (it == transfers_.end()) continue;
+    auto done = std::move(it->second);
+    transfers_.erase(it);
+    done(code);  // may Add() the same handle again
+  }
+}
+
+void CurlLoop::Wakeup() { curl_multi_wakeup(multi_); }
+
+}  // namespace mailroom
