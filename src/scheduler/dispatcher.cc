@@ -501,7 +501,9 @@ class Dispatcher::Impl {
         ++bounced;
         if (c.category == "invalid_recipient") {
           v1::Suppression s;
-          s.set_address(rcpt->address());
+          std::string address = rcpt->address();
+          for (auto& ch : address) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          s.set_address(address);
           s.set_reason("bounce");
           s.set_category(std::string(c.category));
           s.set_time_ms(now_ms);

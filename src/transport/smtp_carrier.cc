@@ -234,8 +234,10 @@ class SmtpCarrier final : public Carrier {
     bool any_rcpt = std::ranges::any_of(slot->rcpt_replies, [](auto& r) { return r.has_value(); });
     // A cached connection the server has meanwhile closed (or said 421 on)
     // fails before any recipient: try once more on a new connection.
-    if (code != CURLE_OK && reused && !any_rcpt && !slot->fresh_retry &&
-        (!slot->last_reply || slot->last_reply->code == 421)) {
+    bool dropped = code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR ||
+                   code == CURLE_GOT_NOTHING || code == CURLE_WEIRD_SERVER_REPLY;
+    if (reused && !any_rcpt && !slot->fresh_retry &&
+        (slot->last_reply ? slot->last_reply->code == 421 : dropped)) {
       slot->fresh_retry = true;
       slot->messages_on_connection = 0;
       Start(slot);
