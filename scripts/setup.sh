@@ -12,6 +12,9 @@ packages=(
   libcurl4-openssl-dev libssl-dev libcpp-httplib-dev
   kcat openjdk-17-jre-headless maven curl procps util-linux e2fsprogs
   clang-format
+  # delivery tests and benchmarks: Postfix (smtp-sink, smtp-source, the relay),
+  # aiosmtpd (scriptable SMTP server), Prometheus' promtool
+  postfix python3-aiosmtpd prometheus
 )
 missing=()
 for p in "${packages[@]}"; do
