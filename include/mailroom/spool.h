@@ -117,7 +117,8 @@ class Spool {
   Status OpenDb();                // with db_mu_ held exclusively (or unshared)
   Status CloseDb(bool sync_wal);  // with db_mu_ held exclusively
   Status Write(rocksdb::WriteBatch& batch, bool sync);
-  void AppendEvents(rocksdb::WriteBatch& batch, const std::vector<const v1::DeliveryEvent*>& events);
+  void AppendEvents(rocksdb::WriteBatch& batch,
+                    const std::vector<const v1::DeliveryEvent*>& events);
   void Count(rocksdb::WriteBatch& batch, v1::JobState state, int64_t delta);
   int64_t Counter(const std::string& key);
 

@@ -19,10 +19,10 @@ typedef void CURLM;
 namespace mailroom {
 
 struct SendRequest {
-  std::string mail_from;                      // envelope sender
-  std::vector<std::string> recipients;        // envelope recipients
-  std::shared_ptr<const std::string> message; // CRLF line endings
-  std::string label;                          // for logs and file names: tenant/job id
+  std::string mail_from;                       // envelope sender
+  std::vector<std::string> recipients;         // envelope recipients
+  std::shared_ptr<const std::string> message;  // CRLF line endings
+  std::string label;                           // for logs and file names: tenant/job id
 };
 
 struct SendResult {

@@ -27,6 +27,7 @@ enum class RejectReason {
   kUnknownTenant,      // tenants are configured and this one is not
   kSenderNotAllowed,   // From not in the tenant's allowed_senders
   kExpired,            // expires_at already past
+  kCarrierNotAllowed,  // job.carrier not in the tenant's allowed_carriers
 };
 
 std::string_view ReasonCode(RejectReason reason);  // e.g. "invalid_address"

@@ -89,6 +89,7 @@ Result<v1::MailJob> JobFromFlags(const SendFlags& f) {
     (*job.mutable_metadata())[m.substr(0, eq)] = m.substr(eq + 1);
   }
   for (const auto& c : f.categories) job.add_categories(c);
+  job.set_carrier(f.carrier);
   return job;
 }
 

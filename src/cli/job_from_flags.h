@@ -18,6 +18,7 @@ struct SendFlags {
   std::vector<std::string> headers;   // "Name: value"
   std::vector<std::string> metadata;  // "key=value"
   std::vector<std::string> categories;
+  std::string carrier;  // empty: the tenant's carrier
 };
 
 // "Ada Lovelace <ada@example.com>" → {email, name}; "ada@example.com" → {email}.

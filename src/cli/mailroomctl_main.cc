@@ -143,6 +143,21 @@ int SpoolShow(const std::string& path, const std::string& tenant, const std::str
   return 0;
 }
 
+int SpoolSuppressions(const std::string& path, const std::string& tenant, size_t limit) {
+  auto spool = OpenSpool(path);
+  if (!spool) return 1;
+  auto entries = spool->ListSuppressions(tenant, limit);
+  if (!entries) {
+    std::cerr << "mailroomctl spool suppressions: " << entries.error().message << "\n";
+    return 1;
+  }
+  for (const auto& [entry_tenant, s] : *entries) {
+    std::string json = ToJson(s, false);
+    std::cout << "{\"tenant\":\"" << entry_tenant << "\"," << json.substr(1) << "\n";
+  }
+  return 0;
+}
+
 int SpoolOutbox(const std::string& path, size_t limit) {
   auto spool = OpenSpool(path);
   if (!spool) return 1;
@@ -243,6 +258,8 @@ int main(int argc, char** argv) {
   s->add_option("--metadata", send.job.metadata,
                 "Metadata key=value echoed in events (repeatable)");
   s->add_option("--category", send.job.categories, "Category (repeatable)");
+  s->add_option("--carrier", send.job.carrier,
+                "Carrier to use, if the tenant's allowed_carriers lists it");
   s->add_option("--json", send.json_file, "Read the job from a proto3 JSON file instead of flags")
       ->check(CLI::ExistingFile);
   s->add_flag("--as-json", send.as_json,
@@ -265,6 +282,12 @@ int main(int argc, char** argv) {
   outbox->add_option("--path", path, "Spool directory (spool.path)")->required();
   outbox->add_option("--limit", limit, "Most events to print")->capture_default_str();
 
+  auto* suppressions =
+      spool->add_subcommand("suppressions", "Print suppressed addresses, one JSON object per line");
+  suppressions->add_option("--path", path, "Spool directory (spool.path)")->required();
+  suppressions->add_option("--tenant", tenant, "Only this tenant's list");
+  suppressions->add_option("--limit", limit, "Most entries to print")->capture_default_str();
+
   std::string event_brokers = "127.0.0.1:9092", event_topic = "mail.events";
   bool follow = false;
   auto* events =
@@ -278,6 +301,7 @@ int main(int argc, char** argv) {
   if (stats->parsed()) return SpoolStats(path);
   if (show->parsed()) return SpoolShow(path, tenant, id);
   if (outbox->parsed()) return SpoolOutbox(path, limit);
+  if (suppressions->parsed()) return SpoolSuppressions(path, tenant, limit);
   if (events->parsed()) return Events(event_brokers, event_topic, follow);
   return 2;
 }

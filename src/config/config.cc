@@ -2,9 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <charconv>
-#include <fmt/format.h>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -145,8 +145,8 @@ class Section {
       Throw(Key(key), "must be a number, got '" + s + "'");
     }
     if (v < min || v > max) {
-      Throw(Key(key), "must be between " + fmt::format("{}", min) + " and " +
-                          fmt::format("{}", max));
+      Throw(Key(key),
+            "must be between " + fmt::format("{}", min) + " and " + fmt::format("{}", max));
     }
     out = v;
   }
@@ -444,9 +444,9 @@ Result<Rate> ParseRate(const std::string& text) {
   auto [p, ec] = std::from_chars(text.data(), text.data() + slash, rate.count);
   std::string unit = slash == std::string::npos ? "" : text.substr(slash + 1);
   static const std::pair<const char*, int64_t> kPeriods[] = {
-      {"s", 1000},        {"sec", 1000},        {"second", 1000}, {"min", 60'000},
-      {"minute", 60'000}, {"h", 3'600'000},     {"hour", 3'600'000},
-      {"d", 86'400'000},  {"day", 86'400'000}};
+      {"s", 1000},         {"sec", 1000},      {"second", 1000},
+      {"min", 60'000},     {"minute", 60'000}, {"h", 3'600'000},
+      {"hour", 3'600'000}, {"d", 86'400'000},  {"day", 86'400'000}};
   if (slash != std::string::npos && ec == std::errc() && p == text.data() + slash &&
       rate.count > 0) {
     for (const auto& [name, ms] : kPeriods) {

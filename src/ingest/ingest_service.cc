@@ -480,7 +480,6 @@ Status IngestService::Start() { return impl_->Start(); }
 
 Status IngestService::Run(const std::atomic<bool>& stop) { return impl_->Run(stop); }
 
-
 void IngestService::OnSpooled(std::function<void(int64_t)> callback) {
   impl_->on_spooled_ = std::move(callback);
 }

@@ -92,6 +92,8 @@ std::string_view ReasonCode(RejectReason reason) {
       return "sender_not_allowed";
     case RejectReason::kExpired:
       return "expired";
+    case RejectReason::kCarrierNotAllowed:
+      return "carrier_not_allowed";
   }
   return "unknown";
 }
@@ -229,6 +231,15 @@ std::optional<Rejection> JobValidator::Check(const std::string& tenant, const v1
   if (policy && !SenderAllowed(job.from().email(), policy->allowed_senders)) {
     return reject(RejectReason::kSenderNotAllowed,
                   "tenant '" + tenant + "' may not send from '" + job.from().email() + "'");
+  }
+  if (!job.carrier().empty()) {
+    bool allowed =
+        policy && std::find(policy->allowed_carriers.begin(), policy->allowed_carriers.end(),
+                            job.carrier()) != policy->allowed_carriers.end();
+    if (!allowed) {
+      return reject(RejectReason::kCarrierNotAllowed,
+                    "tenant '" + tenant + "' may not choose carrier '" + job.carrier() + "'");
+    }
   }
   if (job.has_expires_at() && ToMillis(job.expires_at()) <= now_ms) {
     return reject(RejectReason::kExpired, "expires_at is already past");

@@ -12,9 +12,9 @@ namespace mailroom {
 namespace {
 
 const std::string kCrlf = "\r\n";
-constexpr size_t kFoldAt = 78;      // RFC 5322 SHOULD
-constexpr size_t kMaxLine = 998;    // RFC 5322 MUST
-constexpr size_t kWordBytes = 45;   // raw bytes per encoded-word: 60 base64 chars, 72 in all
+constexpr size_t kFoldAt = 78;     // RFC 5322 SHOULD
+constexpr size_t kMaxLine = 998;   // RFC 5322 MUST
+constexpr size_t kWordBytes = 45;  // raw bytes per encoded-word: 60 base64 chars, 72 in all
 
 std::string Lower(std::string_view s) {
   std::string out(s);
@@ -186,8 +186,8 @@ std::string Param(std::string_view name, std::string_view value) {
   std::string out = std::string(name) + "*=utf-8''";
   static constexpr char kDigits[] = "0123456789ABCDEF";
   for (unsigned char c : value) {
-    if (std::isalnum(c) || std::string_view("!#$&+-.^_`|~").find(static_cast<char>(c)) !=
-                               std::string_view::npos) {
+    if (std::isalnum(c) ||
+        std::string_view("!#$&+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos) {
       out.push_back(static_cast<char>(c));
     } else {
       out.push_back('%');
@@ -216,8 +216,8 @@ std::string AttachmentPart(const v1::Attachment& a, bool related) {
 
 std::string Multipart(std::string_view subtype, const std::string& boundary,
                       const std::vector<std::string>& parts) {
-  std::string out = "Content-Type: multipart/" + std::string(subtype) +
-                    ";\r\n boundary=\"" + boundary + "\"\r\n\r\n";
+  std::string out = "Content-Type: multipart/" + std::string(subtype) + ";\r\n boundary=\"" +
+                    boundary + "\"\r\n\r\n";
   for (const auto& part : parts) out += "--" + boundary + "\r\n" + part + "\r\n";
   return out + "--" + boundary + "--\r\n";
 }
@@ -313,10 +313,10 @@ std::string EncodeHeaderWords(std::string_view text) {
 }
 
 bool IsDeniedHeader(std::string_view name) {
-  static constexpr std::string_view kDenied[] = {
-      "from",         "to",       "cc",          "bcc",          "date",
-      "message-id",   "sender",   "mime-version", "dkim-signature", "received",
-      "return-path"};
+  static constexpr std::string_view kDenied[] = {"from",     "to",           "cc",
+                                                 "bcc",      "date",         "message-id",
+                                                 "sender",   "mime-version", "dkim-signature",
+                                                 "received", "return-path"};
   std::string lower = Lower(name);
   if (lower.rfind("content-", 0) == 0) return true;  // MIME headers
   return std::ranges::find(kDenied, lower) != std::end(kDenied);

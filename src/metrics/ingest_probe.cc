@@ -1,5 +1,8 @@
 #include "metrics/ingest_probe.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include <prometheus/counter.h>
 
 namespace mailroom {
@@ -70,7 +73,9 @@ IngestProbe::IngestProbe(prometheus::Registry& r)
       spool_bytes_(OneGauge(r, "mailroom_spool_disk_bytes",
                             "Bytes of spool data (SST, blob files, memtables)")),
       free_disk_(
-          OneGauge(r, "mailroom_spool_free_disk_bytes", "Free bytes on the spool's filesystem")) {}
+          OneGauge(r, "mailroom_spool_free_disk_bytes", "Free bytes on the spool's filesystem")),
+      oldest_queued_(OneGauge(r, "mailroom_spool_oldest_queued_age_seconds",
+                              "Age of the oldest job not yet finished (0 when none)")) {}
 
 void IngestProbe::BatchTally(const std::map<std::string, TenantTally>& tally) {
   for (const auto& [tenant, t] : tally) {
@@ -120,6 +125,14 @@ void IngestProbe::SpoolStats(const mailroom::SpoolStats& stats, uint64_t free_di
   outbox_pending_.Set(static_cast<double>(stats.outbox_pending));
   spool_bytes_.Set(static_cast<double>(stats.disk_bytes));
   free_disk_.Set(static_cast<double>(free_disk_bytes));
+  double age = 0;
+  if (stats.oldest_queued_ms) {
+    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+    age = static_cast<double>(std::max<int64_t>(0, now_ms - *stats.oldest_queued_ms)) / 1000.0;
+  }
+  oldest_queued_.Set(age);
 }
 
 }  // namespace mailroom

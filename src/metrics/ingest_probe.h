@@ -48,6 +48,7 @@ class IngestProbe {
   prometheus::Gauge& outbox_pending_;
   prometheus::Gauge& spool_bytes_;
   prometheus::Gauge& free_disk_;
+  prometheus::Gauge& oldest_queued_;
   std::mutex lag_mu_;
   std::map<std::pair<std::string, int32_t>, prometheus::Gauge*> lag_gauges_;
 };

@@ -142,8 +142,8 @@ Reply ParseSmtpReply(std::string_view reply) {
 
 Classification Classify(const Reply& reply) {
   if (reply.code >= 200 && reply.code < 300) return {Verdict::kDelivered, ""};
-  Verdict verdict = reply.code >= 500 && reply.code < 600 ? Verdict::kPermanent
-                                                           : Verdict::kTransient;
+  Verdict verdict =
+      reply.code >= 500 && reply.code < 600 ? Verdict::kPermanent : Verdict::kTransient;
   if (reply.code == 0) {
     std::string text = Lower(reply.text);
     bool dns = text.find("resolve") != std::string::npos;
@@ -156,7 +156,7 @@ Classification Classify(const Reply& reply) {
       return {verdict, rule.category};
     }
   }
-  if (reply.code == 421) return {verdict, "connection"};  // service closing the channel
+  if (reply.code == 421) return {verdict, "connection"};           // service closing the channel
   if (reply.code < 400) return {Verdict::kTransient, "protocol"};  // not a final answer
   return {verdict, "other"};
 }

@@ -351,8 +351,8 @@ class Dispatcher::Impl {
     }
     for (int i : w.pending) {
       auto it = limiters_.find("domain:" + DomainOf(w.record.recipients(i).address()));
-      if (it != limiters_.end() && std::ranges::find(w.limiters, it->second.get()) ==
-                                       w.limiters.end()) {
+      if (it != limiters_.end() &&
+          std::ranges::find(w.limiters, it->second.get()) == w.limiters.end()) {
         w.limiters.push_back(it->second.get());
       }
     }
@@ -436,8 +436,8 @@ class Dispatcher::Impl {
       limiter->waiting.push_back(key);
       return true;
     }
-    int64_t later_us = now_us + wait_us +
-                       static_cast<int64_t>(limiter->waiting.size()) * limiter->interval_us();
+    int64_t later_us =
+        now_us + wait_us + static_cast<int64_t>(limiter->waiting.size()) * limiter->interval_us();
     JobUpdate update;
     update.previous_state = w.leased_state;
     update.previous_due_ms = w.leased_due_ms;
@@ -455,9 +455,8 @@ class Dispatcher::Impl {
     for (int i : w.pending) request.recipients.push_back(w.record.recipients(i).address());
     request.message = w.message;
     request.label = w.record.tenant() + "/" + w.record.job().id();
-    carriers_.at(w.carrier)->Send(std::move(request), [this, key](SendResult result) {
-      OnResult(key, std::move(result));
-    });
+    carriers_.at(w.carrier)->Send(
+        std::move(request), [this, key](SendResult result) { OnResult(key, std::move(result)); });
   }
 
   void OnResult(const std::string& key, SendResult result) {
@@ -474,8 +473,8 @@ class Dispatcher::Impl {
 
     JobUpdate update;
     update.events = std::move(w.early_events);
-    int64_t retry_at = std::min(
-        now_ms + BackoffMs(config_.delivery.backoff, attempt, unit_(rng_)), ExpiryMs(record));
+    int64_t retry_at = std::min(now_ms + BackoffMs(config_.delivery.backoff, attempt, unit_(rng_)),
+                                ExpiryMs(record));
     size_t delivered = 0, deferred = 0, bounced = 0;
     for (size_t n = 0; n < w.pending.size(); ++n) {
       auto* rcpt = record.mutable_recipients(w.pending[n]);
@@ -502,7 +501,8 @@ class Dispatcher::Impl {
         if (c.category == "invalid_recipient") {
           v1::Suppression s;
           std::string address = rcpt->address();
-          for (auto& ch : address) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          for (auto& ch : address)
+            ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
           s.set_address(address);
           s.set_reason("bounce");
           s.set_category(std::string(c.category));
@@ -538,7 +538,8 @@ class Dispatcher::Impl {
       event.set_diagnostic(reply.text);
       event.set_category(std::string(c.category));
       if (type == v1::DEFERRED) {
-        event.set_detail("retry at " + TimeUtil::ToString(TimeUtil::MillisecondsToTimestamp(retry_at)));
+        event.set_detail("retry at " +
+                         TimeUtil::ToString(TimeUtil::MillisecondsToTimestamp(retry_at)));
       }
       update.events.push_back(std::move(event));
     }

@@ -494,7 +494,8 @@ std::string OutboxKey(uint64_t seq) { return EncodeBe64(seq); }
 
 std::string SuppressionKey(const std::string& tenant, const std::string& address) {
   std::string key = tenant + '\0';
-  for (char c : address) key.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  for (char c : address)
+    key.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   return key;
 }
 

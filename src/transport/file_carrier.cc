@@ -47,7 +47,8 @@ class FileCarrier final : public Carrier {
     std::filesystem::path tmp_path = final_path;
     tmp_path += ".tmp";
     std::string head = "X-Mailroom-Envelope-From: <" + request.mail_from + ">\r\n";
-    for (const auto& rcpt : request.recipients) head += "X-Mailroom-Envelope-To: <" + rcpt + ">\r\n";
+    for (const auto& rcpt : request.recipients)
+      head += "X-Mailroom-Envelope-To: <" + rcpt + ">\r\n";
     {
       std::ofstream out(tmp_path, std::ios::binary);
       out << head << *request.message;

@@ -152,7 +152,8 @@ class SmtpCarrier final : public Carrier {
     if (!config_.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, config_.ca_file.c_str());
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, config_.verify_tls ? 1L : 0L);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, config_.verify_tls ? 2L : 0L);
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config_.connect_timeout_ms));
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(config_.connect_timeout_ms));
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(config_.timeout_ms));
     curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, static_cast<long>(config_.max_idle_ms / 1000));
     curl_easy_setopt(easy, CURLOPT_MAXLIFETIME_CONN,
@@ -244,8 +245,8 @@ class SmtpCarrier final : public Carrier {
       return;
     }
     SendResult result;
-    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - slot->started)
-                         .count();
+    result.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - slot->started).count();
     Reply failure;
     if (slot->last_reply && slot->last_reply->code >= 400) {
       failure = *slot->last_reply;  // greeting, MAIL, AUTH, STARTTLS or DATA refused

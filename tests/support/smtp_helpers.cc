@@ -46,8 +46,8 @@ void ScriptedSmtpServer::Start() {
   process_ = std::make_unique<Process>(
       std::vector<std::string>{"/usr/bin/python3",
                                std::string(MAILROOM_SOURCE_DIR) + "/tests/support/smtp_server.py",
-                               "--port", std::to_string(port_), "--record",
-                               dir_ / "messages.jsonl", "--script", dir_ / "script.json"},
+                               "--port", std::to_string(port_), "--record", dir_ / "messages.jsonl",
+                               "--script", dir_ / "script.json"},
       dir_ / "server.log");
   ASSERT_TRUE(WaitForPort(port_, 20000)) << "aiosmtpd did not start";
 }
@@ -75,9 +75,8 @@ SmtpSink::SmtpSink() : dir_("mailroom-sink"), port_(FreePort()) {
 
 void SmtpSink::Start() {
   process_ = std::make_unique<Process>(
-      std::vector<std::string>{"/usr/sbin/smtp-sink", "-u", "nobody", "-d",
-                               dir_ / "dump/%H%M%S.", "127.0.0.1:" + std::to_string(port_),
-                               "256"},
+      std::vector<std::string>{"/usr/sbin/smtp-sink", "-u", "nobody", "-d", dir_ / "dump/%H%M%S.",
+                               "127.0.0.1:" + std::to_string(port_), "256"},
       dir_ / "sink.log");
   ASSERT_TRUE(WaitForPort(port_, 20000)) << "smtp-sink did not start";
 }

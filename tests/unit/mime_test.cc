@@ -132,8 +132,9 @@ TEST_F(MimeTest, NonAsciiHeadersUseEncodedWordsAndDecodeBack) {
 TEST_F(MimeTest, TextAndHtmlBecomeAlternativeWithQuotedPrintableWhereNeeded) {
   auto record = Record();
   auto* job = record.mutable_job();
-  std::string text = "Grüße\n.leading dot\nFrom the start\ntrailing space \n=_ looks like a boundary\n" +
-                     std::string(2500, 'x') + "\nend";
+  std::string text =
+      "Grüße\n.leading dot\nFrom the start\ntrailing space \n=_ looks like a boundary\n" +
+      std::string(2500, 'x') + "\nend";
   job->set_text_body(text);
   job->set_html_body("<p>Hello <b>Ada</b></p>");
   json m = Parse(record);

@@ -132,6 +132,13 @@ TEST_F(ValidationTest, SenderAllowlist) {
   EXPECT_EQ(Reason(), "sender_not_allowed: tenant 'billing' may not send from 'x@sub.example.org'");
 }
 
+TEST_F(ValidationTest, CarrierChoiceMustBeAllowed) {
+  job_.set_carrier("sendgrid");
+  EXPECT_EQ(Reason(), "carrier_not_allowed: tenant 'billing' may not choose carrier 'sendgrid'");
+  config_.tenants["billing"].allowed_carriers = {"sendgrid"};
+  EXPECT_EQ(Reason(), "ok");
+}
+
 TEST_F(ValidationTest, Expired) {
   job_.mutable_expires_at()->set_seconds(kNow / 1000 - 1);
   EXPECT_EQ(Reason(), "expired: expires_at is already past");
