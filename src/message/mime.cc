@@ -323,7 +323,12 @@ bool IsDeniedHeader(std::string_view name) {
 }
 
 std::string MessageIdFor(const v1::JobRecord& record) {
-  return "<" + Digest(record) + "@" + DomainOf(record.job().from().email()) + ">";
+  std::string id = "<";  // appended piecewise: GCC 12's -Wrestrict misfires on a + chain
+  id += Digest(record);
+  id += '@';
+  id += DomainOf(record.job().from().email());
+  id += '>';
+  return id;
 }
 
 Result<RenderedMessage> RenderMessage(const v1::JobRecord& record) {

@@ -184,9 +184,9 @@ class Dispatcher::Impl {
   }
 
   void Wakeup(int64_t earliest_due_ms) {
-    int64_t current = scan_from_.load();
+    int64_t current = spooled_from_.load();
     while (earliest_due_ms < current &&
-           !scan_from_.compare_exchange_weak(current, earliest_due_ms)) {
+           !spooled_from_.compare_exchange_weak(current, earliest_due_ms)) {
     }
     loop_.Wakeup();
   }
@@ -225,7 +225,7 @@ class Dispatcher::Impl {
     int64_t timeout_ms = 1000;
     if (limiter_wait_us >= 0) timeout_ms = std::min(timeout_ms, (limiter_wait_us + 999) / 1000);
     if (work_.size() < config_.delivery.max_in_flight && !commit_failing_) {
-      auto next = spool_.NextDueMs(scan_from_.load());
+      auto next = spool_.NextDueMs(std::min(scan_from_, spooled_from_.load()));
       if (next && next->has_value()) {
         timeout_ms = std::min(timeout_ms, std::max<int64_t>(0, **next - NowUs() / 1000));
       }
@@ -235,15 +235,17 @@ class Dispatcher::Impl {
 
   void Lease(int64_t now_ms) {
     size_t room = config_.delivery.max_in_flight - work_.size();
-    int64_t from = scan_from_.load();
-    auto leased = spool_.LeaseDue(now_ms, config_.delivery.lease_ms, room, from);
+    // Jobs spooled since the last scan may be due earlier than where it
+    // stopped; a wakeup arriving during this scan is kept for the next one.
+    scan_from_ = std::min(scan_from_, spooled_from_.exchange(INT64_MAX));
+    auto leased = spool_.LeaseDue(now_ms, config_.delivery.lease_ms, room, scan_from_);
     if (!leased) {
       spdlog::error("delivery: leasing due jobs failed: {}", leased.error().message);
       return;
     }
     // Everything due up to now was taken unless the window filled: later
-    // scans start past it (new jobs move the start back through Wakeup).
-    if (leased->size() < room) scan_from_.compare_exchange_strong(from, now_ms + 1);
+    // scans start past it and skip the tombstones of what was leased.
+    if (leased->size() < room) scan_from_ = now_ms + 1;
     for (auto& record : *leased) Admit(std::move(record), now_ms);
   }
 
@@ -473,8 +475,11 @@ class Dispatcher::Impl {
 
     JobUpdate update;
     update.events = std::move(w.early_events);
-    int64_t retry_at = std::min(now_ms + BackoffMs(config_.delivery.backoff, attempt, unit_(rng_)),
-                                ExpiryMs(record));
+    // Never past the expiry (then it expires), never before now (the due
+    // index scan has moved on).
+    int64_t retry_at = std::max(
+        now_ms + 1, std::min(now_ms + BackoffMs(config_.delivery.backoff, attempt, unit_(rng_)),
+                             ExpiryMs(record)));
     size_t delivered = 0, deferred = 0, bounced = 0;
     for (size_t n = 0; n < w.pending.size(); ++n) {
       auto* rcpt = record.mutable_recipients(w.pending[n]);
@@ -640,7 +645,8 @@ class Dispatcher::Impl {
   std::vector<JobUpdate> updates_;
   std::vector<JobUpdate> releases_;
   bool commit_failing_ = false;
-  std::atomic<int64_t> scan_from_{0};
+  int64_t scan_from_ = 0;  // the due index holds nothing earlier (but spooled_from_)
+  std::atomic<int64_t> spooled_from_{INT64_MAX};  // earliest due among newly spooled jobs
   std::atomic<bool> stop_{false};
   int drain_ms_ = 0;
   std::thread thread_;

@@ -3,7 +3,14 @@
 // suppression API.
 #include <gtest/gtest.h>
 
+#include <prometheus/registry.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
 #include "mailroom/config.h"
+#include "mailroom/dispatcher.h"
 #include "mailroom/outcome.h"
 #include "mailroom/spool.h"
 #include "scheduler/rate_limiter.h"
@@ -230,6 +237,47 @@ TEST(SpoolUpdates, StateEventsSuppressionsAndDueEntryMoveTogether) {
   EXPECT_EQ((*list)[0].second.address(), "A@Example.com");
   ASSERT_TRUE((*spool)->RemoveSuppression("t", "a@example.com"));
   EXPECT_EQ(*(*spool)->Suppressed("t", {"a@example.com"}), std::vector<bool>{false});
+}
+
+// Jobs spooled while the dispatcher scans the due index (their due time lies
+// before where the scan stops) must still be found: the wakeup carries their
+// due time. Ingest's batches are built a moment before they are written.
+TEST(Dispatcher, DeliversJobsSpooledWhileItScans) {
+  TempDir dir;
+  auto config = ParseConfig("spool: {path: " + dir / "spool" +
+                            "}\ndelivery: {default_carrier: files}\n"
+                            "carriers: {files: {type: file, directory: " +
+                            dir / "out" + "}}\n");
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  auto spool = Spool::Open(config->spool);
+  ASSERT_TRUE(spool.has_value());
+  prometheus::Registry registry;
+  Health health;
+  Dispatcher dispatcher(*config, **spool, registry, health);
+  ASSERT_TRUE(dispatcher.Start());
+  constexpr int kBatches = 300, kPerBatch = 5;
+  for (int b = 0; b < kBatches; ++b) {
+    int64_t built = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count();
+    std::this_thread::sleep_for(std::chrono::microseconds(500 + 700 * (b % 5)));
+    IngestBatch batch;
+    for (int i = 0; i < kPerBatch; ++i) {
+      batch.jobs.push_back(Job(std::to_string(b) + "-" + std::to_string(i), built));
+    }
+    ASSERT_TRUE((*spool)->CommitIngest(batch));
+    dispatcher.Wakeup(built);
+  }
+  auto delivered = [&] { return (*spool)->Stats().jobs_by_state[v1::JOB_STATE_DELIVERED]; };
+  for (int i = 0; i < 300 && delivered() < kBatches * kPerBatch; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(delivered(), kBatches * kPerBatch);
+  dispatcher.Stop();
+  size_t files = 0;
+  for (const auto& f : std::filesystem::directory_iterator(dir / "out"))
+    files += f.is_regular_file();
+  EXPECT_EQ(files, static_cast<size_t>(kBatches * kPerBatch));
 }
 
 }  // namespace
