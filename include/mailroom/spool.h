@@ -68,9 +68,10 @@ class Spool {
   // Which of `keys` (JobKey) are already spooled; same order as `keys`.
   Result<std::vector<bool>> ContainsJobs(const std::vector<std::string>& keys);
 
-  // Writes the batch's jobs (jobs + due index), state counters and events in
-  // one WriteBatch with the WAL synced.
-  Status CommitIngest(const IngestBatch& batch);
+  // Writes the batch's jobs (record, body, due and age index entries), state
+  // counters and events in one WriteBatch with the WAL synced. The records
+  // are used as scratch space and are as before on return.
+  Status CommitIngest(IngestBatch& batch);
 
   Result<std::optional<v1::JobRecord>> GetJob(const std::string& tenant, const std::string& id);
 
@@ -80,9 +81,10 @@ class Spool {
   Result<std::vector<v1::JobRecord>> LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max,
                                               int64_t from_ms = 0);
 
-  // Applies state changes: job records, due entries, counters, events,
-  // suppressions and the retention index of finished jobs, in one batch.
-  Status CommitUpdates(const std::vector<JobUpdate>& updates, bool sync = true);
+  // Applies state changes: job records (their bodies are never rewritten),
+  // due entries, counters, events, suppressions and the retention index of
+  // finished jobs, in one batch. Records are scratch space, as CommitIngest.
+  Status CommitUpdates(std::vector<JobUpdate>& updates, bool sync = true);
 
   // Which of `addresses` are on the tenant's suppression list.
   Result<std::vector<bool>> Suppressed(const std::string& tenant,
@@ -117,6 +119,7 @@ class Spool {
   Status OpenDb();                // with db_mu_ held exclusively (or unshared)
   Status CloseDb(bool sync_wal);  // with db_mu_ held exclusively
   Status Write(rocksdb::WriteBatch& batch, bool sync);
+  Result<std::optional<v1::JobRecord>> ReadJob(const std::string& key);  // record + body
   void AppendEvents(rocksdb::WriteBatch& batch,
                     const std::vector<const v1::DeliveryEvent*>& events);
   void Count(rocksdb::WriteBatch& batch, v1::JobState state, int64_t delta);
@@ -135,6 +138,7 @@ class Spool {
   rocksdb::ColumnFamilyHandle* suppressions_ = nullptr;
   rocksdb::ColumnFamilyHandle* retention_ = nullptr;
   rocksdb::ColumnFamilyHandle* queued_ = nullptr;  // be64(accepted_ms) job key
+  rocksdb::ColumnFamilyHandle* bodies_ = nullptr;  // job key -> MailJob
   std::mutex oldest_mu_;
   std::string oldest_hint_;  // guarded by oldest_mu_
   std::mutex seq_mu_;

@@ -281,7 +281,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     inflight_->messages = std::move(batch);
     inflight_->built = std::move(built);
     inflight_->started = Clock::now();
-    const IngestBatch* ingest = &inflight_->built.batch;
+    IngestBatch* ingest = &inflight_->built.batch;  // not touched until Settle() has waited
     inflight_->written =
         std::async(std::launch::async, [this, ingest] { return spool_.CommitIngest(*ingest); });
   }

@@ -19,6 +19,7 @@
 #include "mailroom/message.h"
 #include "mailroom/outcome.h"
 #include "mailroom/transport.h"
+#include "scheduler/committer.h"
 #include "scheduler/rate_limiter.h"
 
 namespace mailroom {
@@ -169,6 +170,7 @@ class Dispatcher::Impl {
     for (const auto& [domain, rate] : config_.delivery.domain_rates) {
       limiters_["domain:" + domain] = std::make_unique<RateLimiter>("domain", domain, rate);
     }
+    committer_ = std::make_unique<Committer>(spool_, [this](const Status& s) { OnCommit(s); });
     thread_ = std::thread([this] { Loop(); });
     spdlog::info("delivery: {} carrier(s), default {}, {} rate limit(s)", carriers_.size(),
                  config_.delivery.default_carrier, limiters_.size());
@@ -181,6 +183,7 @@ class Dispatcher::Impl {
     stop_ = true;
     loop_.Wakeup();
     thread_.join();
+    committer_.reset();  // writes what is still queued
   }
 
   void Wakeup(int64_t earliest_due_ms) {
@@ -208,15 +211,40 @@ class Dispatcher::Impl {
 
   void Loop() {
     while (!stop_) {
-      int64_t now_ms = NowUs() / 1000;
-      if (work_.size() < config_.delivery.max_in_flight && !commit_failing_) Lease(now_ms);
+      if (CanLease()) Lease(NowUs() / 1000);
       int64_t limiter_wait_us = Dispatch();
-      Commit();
+      committer_->Submit(updates_);
       loop_.Run(Timeout(limiter_wait_us));
-      Commit();
+      committer_->Submit(updates_);
       UpdateGauges();
     }
     Drain();
+  }
+
+  // Jobs in hand: being sent, waiting for a limit, or with an outcome not
+  // yet written. At most delivery.max_in_flight.
+  size_t Held() const { return work_.size() + committer_->pending(); }
+
+  // Lease in bulk (an eighth of the window at least), and not while outcomes
+  // cannot be written.
+  bool CanLease() const {
+    size_t window = config_.delivery.max_in_flight, held = Held();
+    return held < window && window - held >= std::max<size_t>(1, window / 8) &&
+           !committer_->failing();
+  }
+
+  void OnCommit(const Status& written) {
+    if (!written) {
+      metrics_.commit_errors.Increment();
+      if (!commit_failing_.exchange(true)) {
+        spdlog::error("delivery: writing outcomes failed (kept, retrying): {}",
+                      written.error().message);
+        health_.SetNotReady("delivery", "spool write failing: " + written.error().message);
+      }
+    } else if (commit_failing_.exchange(false)) {
+      spdlog::info("delivery: spool writable again");
+      health_.SetReady("delivery");
+    }
   }
 
   // Sleep until the next due job, a rate limit's next slot, socket activity
@@ -224,7 +252,7 @@ class Dispatcher::Impl {
   int Timeout(int64_t limiter_wait_us) {
     int64_t timeout_ms = 1000;
     if (limiter_wait_us >= 0) timeout_ms = std::min(timeout_ms, (limiter_wait_us + 999) / 1000);
-    if (work_.size() < config_.delivery.max_in_flight && !commit_failing_) {
+    if (CanLease()) {
       auto next = spool_.NextDueMs(std::min(scan_from_, spooled_from_.load()));
       if (next && next->has_value()) {
         timeout_ms = std::min(timeout_ms, std::max<int64_t>(0, **next - NowUs() / 1000));
@@ -234,7 +262,7 @@ class Dispatcher::Impl {
   }
 
   void Lease(int64_t now_ms) {
-    size_t room = config_.delivery.max_in_flight - work_.size();
+    size_t room = config_.delivery.max_in_flight - Held();
     // Jobs spooled since the last scan may be due earlier than where it
     // stopped; a wakeup arriving during this scan is kept for the next one.
     scan_from_ = std::min(scan_from_, spooled_from_.exchange(INT64_MAX));
@@ -446,9 +474,27 @@ class Dispatcher::Impl {
     update.record = std::move(w.record);
     update.record.set_due_ms(later_us / 1000);
     update.events = std::move(w.early_events);
-    releases_.push_back(std::move(update));
+    updates_.push_back(std::move(update));
     work_.erase(key);
     return false;
+  }
+
+  // The instruments of every delivery, looked up once per carrier and tenant
+  // (Family::Add builds and hashes a label map on each call).
+  struct HotMetrics {
+    prometheus::Counter* delivered;
+    prometheus::Histogram* attempt_seconds;
+    prometheus::Histogram* queue_latency;
+  };
+  HotMetrics& HotFor(const std::string& carrier, const std::string& tenant) {
+    auto [it, added] = hot_.try_emplace(carrier + '\0' + tenant);
+    if (added) {
+      it->second = {&metrics_.deliveries.Add(
+                        {{"carrier", carrier}, {"tenant", tenant}, {"outcome", "delivered"}}),
+                    &metrics_.attempt_seconds.Add({{"carrier", carrier}}, kAttemptBuckets),
+                    &metrics_.queue_latency.Add({{"carrier", carrier}}, kLatencyBuckets)};
+    }
+    return it->second;
   }
 
   void Send(const std::string& key, Work& w) {
@@ -471,7 +517,8 @@ class Dispatcher::Impl {
     record.set_attempts(attempt);
     record.set_carrier(w.carrier);
     record.set_message_id(w.message_id);
-    metrics_.attempt_seconds.Add({{"carrier", w.carrier}}, kAttemptBuckets).Observe(result.seconds);
+    HotMetrics& hot = HotFor(w.carrier, record.tenant());
+    hot.attempt_seconds->Observe(result.seconds);
 
     JobUpdate update;
     update.events = std::move(w.early_events);
@@ -495,8 +542,8 @@ class Dispatcher::Impl {
       std::string outcome = "delivered";
       if (c.verdict == Verdict::kDelivered) {
         rcpt->set_state(v1::JOB_STATE_DELIVERED);
-        metrics_.queue_latency.Add({{"carrier", w.carrier}}, kLatencyBuckets)
-            .Observe(static_cast<double>(now_ms - record.accepted_ms()) / 1000.0);
+        hot.queue_latency->Observe(static_cast<double>(now_ms - record.accepted_ms()) / 1000.0);
+        hot.delivered->Increment();
         ++delivered;
       } else if (c.verdict == Verdict::kPermanent) {
         rcpt->set_state(v1::JOB_STATE_BOUNCED);
@@ -534,9 +581,11 @@ class Dispatcher::Impl {
                   {"category", std::string(c.category)}})
             .Increment();
       }
-      metrics_.deliveries
-          .Add({{"carrier", w.carrier}, {"tenant", record.tenant()}, {"outcome", outcome}})
-          .Increment();
+      if (c.verdict != Verdict::kDelivered) {
+        metrics_.deliveries
+            .Add({{"carrier", w.carrier}, {"tenant", record.tenant()}, {"outcome", outcome}})
+            .Increment();
+      }
       auto event = EventFor(record, type, rcpt->address(), now_ms);
       event.set_reply_code(static_cast<uint32_t>(reply.code));
       event.set_enhanced_status(reply.enhanced);
@@ -565,35 +614,8 @@ class Dispatcher::Impl {
     work_.erase(it);
   }
 
-  // Outcomes are written synced, in one batch per loop turn; rate-limit
-  // hand-backs need no sync (a lost one only means the lease runs out).
-  void Commit() {
-    auto write = [&](std::vector<JobUpdate>& updates, bool sync) {
-      if (updates.empty()) return;
-      if (auto s = spool_.CommitUpdates(updates, sync); !s) {
-        metrics_.commit_errors.Increment();
-        if (!commit_failing_) {
-          spdlog::error("delivery: writing outcomes failed (kept, retrying): {}",
-                        s.error().message);
-          health_.SetNotReady("delivery", "spool write failing: " + s.error().message);
-        }
-        commit_failing_ = true;
-        (void)spool_.Recover();
-        return;
-      }
-      if (commit_failing_) {
-        spdlog::info("delivery: spool writable again");
-        health_.SetReady("delivery");
-        commit_failing_ = false;
-      }
-      updates.clear();
-    };
-    write(updates_, true);
-    write(releases_, false);
-  }
-
   void UpdateGauges() {
-    metrics_.held.Set(static_cast<double>(work_.size()));
+    metrics_.held.Set(static_cast<double>(Held()));
     for (const auto& [name, carrier] : carriers_) {
       metrics_.connections.Add({{"carrier", name}})
           .Set(static_cast<double>(carrier->open_connections()));
@@ -615,7 +637,6 @@ class Dispatcher::Impl {
       sending = 0;
       for (const auto& [name, carrier] : carriers_) sending += carrier->in_flight();
     }
-    Commit();
     // What is left was never handed to a carrier, or did not finish in time.
     int64_t now_ms = NowUs() / 1000;
     for (auto& [key, w] : work_) {
@@ -627,8 +648,10 @@ class Dispatcher::Impl {
       update.events = std::move(w.early_events);
       updates_.push_back(std::move(update));
     }
-    Commit();
-    spdlog::info("delivery: stopped ({} job(s) handed back to the spool)", work_.size());
+    size_t handed_back = work_.size();
+    committer_->Submit(updates_);
+    if (!committer_->Flush(10'000)) spdlog::warn("delivery: outcomes still unwritten at shutdown");
+    spdlog::info("delivery: stopped ({} job(s) handed back to the spool)", handed_back);
   }
 
   const Config& config_;
@@ -642,9 +665,10 @@ class Dispatcher::Impl {
   std::map<std::string, std::unique_ptr<RateLimiter>> limiters_;
   std::unordered_map<std::string, Work> work_;
   std::deque<std::string> ready_;
-  std::vector<JobUpdate> updates_;
-  std::vector<JobUpdate> releases_;
-  bool commit_failing_ = false;
+  std::vector<JobUpdate> updates_;  // outcomes of this loop turn, for the committer
+  std::unique_ptr<Committer> committer_;
+  std::unordered_map<std::string, HotMetrics> hot_;
+  std::atomic<bool> commit_failing_{false};
   int64_t scan_from_ = 0;  // the due index holds nothing earlier (but spooled_from_)
   std::atomic<int64_t> spooled_from_{INT64_MAX};  // earliest due among newly spooled jobs
   std::atomic<bool> stop_{false};

@@ -20,8 +20,8 @@ namespace {
 constexpr char kSchemaKey[] = "schema_version";
 constexpr char kSchemaVersion[] = "1";
 constexpr char kOutboxCounter[] = "count/outbox";
-const char* const kFamilies[] = {"default",      "jobs",         "due",       "outbox",
-                                 "suppressions", "provider_ids", "retention", "queued"};
+const char* const kFamilies[] = {"default",      "jobs",      "due",    "outbox", "suppressions",
+                                 "provider_ids", "retention", "queued", "bodies"};
 
 std::unexpected<Error> Closed() { return Fail(ErrorCode::kUnavailable, "spool is closed"); }
 
@@ -47,20 +47,32 @@ rocksdb::ColumnFamilyOptions FamilyOptions(const std::string& name, const SpoolC
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf.compression = rocksdb::kLZ4Compression;
   if (name == "default") cf.merge_operator = NewCounterMergeOperator();
-  if (name == "jobs") {
-    // Job records carry whole messages: keep large values out of the LSM so
+  if (name == "bodies") {
+    // Whole messages, written once: keep large values out of the LSM so
     // compaction rewrites keys, not bodies.
     cf.enable_blob_files = true;
     cf.min_blob_size = config.blob_min_bytes;
     cf.blob_compression_type = rocksdb::kLZ4Compression;
     cf.enable_blob_garbage_collection = true;
     cf.write_buffer_size = 64 << 20;
+  }
+  if (name == "jobs") {
     // Ingest looks every new job up first and almost all are absent: a
     // memtable bloom filter answers those without searching the skiplist.
     cf.memtable_whole_key_filtering = true;
     cf.memtable_prefix_bloom_size_ratio = 0.02;
   }
   return cf;
+}
+
+// A job record is stored without its MailJob, which lives unchanged in the
+// bodies family: a state change rewrites a few hundred bytes, not the message.
+void PutRecord(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* jobs,
+               const std::string& key, v1::JobRecord& record, std::string& scratch) {
+  v1::MailJob* job = record.release_job();
+  record.SerializeToString(&scratch);
+  record.set_allocated_job(job);
+  batch.Put(jobs, key, scratch);
 }
 
 }  // namespace
@@ -131,6 +143,7 @@ Status Spool::OpenDb() {
   suppressions_ = handles_[4];
   retention_ = handles_[6];
   queued_ = handles_[7];
+  bodies_ = handles_[8];
 
   std::string version;
   s = db->Get(rocksdb::ReadOptions(), meta_, kSchemaKey, &version);
@@ -217,7 +230,7 @@ Result<std::vector<bool>> Spool::ContainsJobs(const std::vector<std::string>& ke
   return found;
 }
 
-Status Spool::CommitIngest(const IngestBatch& ingest) {
+Status Spool::CommitIngest(IngestBatch& ingest) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
   size_t bytes = 64;
@@ -226,10 +239,11 @@ Status Spool::CommitIngest(const IngestBatch& ingest) {
   rocksdb::WriteBatch batch(bytes);  // one allocation, not a doubling series of copies
   std::string value;
   std::map<v1::JobState, int64_t> counts;  // one counter merge per state, not per job
-  for (const auto& job : ingest.jobs) {
+  for (auto& job : ingest.jobs) {
     std::string key = JobKey(job.tenant(), job.job().id());
-    job.SerializeToString(&value);
-    batch.Put(jobs_, key, value);
+    job.job().SerializeToString(&value);
+    batch.Put(bodies_, key, value);
+    PutRecord(batch, jobs_, key, job, value);
     batch.Put(due_, DueKey(job.due_ms(), job.tenant(), job.job().id()), rocksdb::Slice());
     batch.Put(queued_, EncodeBe64(static_cast<uint64_t>(job.accepted_ms())) + key,
               rocksdb::Slice());
@@ -257,18 +271,17 @@ void Spool::AppendEvents(rocksdb::WriteBatch& batch,
   batch.Merge(meta_, kOutboxCounter, EncodeCounter(static_cast<int64_t>(events.size())));
 }
 
-Status Spool::CommitUpdates(const std::vector<JobUpdate>& updates, bool sync) {
+Status Spool::CommitUpdates(std::vector<JobUpdate>& updates, bool sync) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
   rocksdb::WriteBatch batch;
   std::map<v1::JobState, int64_t> counts;
   std::vector<const v1::DeliveryEvent*> events;
   std::string value;
-  for (const auto& update : updates) {
-    const auto& record = update.record;
+  for (auto& update : updates) {
+    auto& record = update.record;
     std::string key = JobKey(record.tenant(), record.job().id());
-    record.SerializeToString(&value);
-    batch.Put(jobs_, key, value);
+    PutRecord(batch, jobs_, key, record, value);
     batch.Delete(due_, DueKey(update.previous_due_ms, record.tenant(), record.job().id()));
     if (IsFinished(record.state())) {
       batch.Delete(queued_, EncodeBe64(static_cast<uint64_t>(record.accepted_ms())) + key);
@@ -351,15 +364,25 @@ Result<std::optional<v1::JobRecord>> Spool::GetJob(const std::string& tenant,
                                                    const std::string& id) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
-  std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), jobs_, JobKey(tenant, id), &value);
+  return ReadJob(JobKey(tenant, id));
+}
+
+Result<std::optional<v1::JobRecord>> Spool::ReadJob(const std::string& key) {
+  rocksdb::PinnableSlice record_bytes, body_bytes;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), jobs_, key, &record_bytes);
   if (s.IsNotFound()) return std::optional<v1::JobRecord>();
   if (!s.ok()) return std::unexpected(FromRocks(s, "reading job"));
+  s = db_->Get(rocksdb::ReadOptions(), bodies_, key, &body_bytes);
+  if (!s.ok()) return std::unexpected(FromRocks(s, "reading job body"));
   v1::JobRecord record;
-  if (!record.ParseFromString(value)) {
-    return Fail(ErrorCode::kCorruption, "job record " + tenant + "/" + id + " does not parse");
+  if (!record.ParseFromArray(record_bytes.data(), static_cast<int>(record_bytes.size())) ||
+      !record.mutable_job()->ParseFromArray(body_bytes.data(),
+                                            static_cast<int>(body_bytes.size()))) {
+    std::string printable = key;
+    std::replace(printable.begin(), printable.end(), '\0', '/');
+    return Fail(ErrorCode::kCorruption, "job record " + printable + " does not parse");
   }
-  return record;
+  return std::optional<v1::JobRecord>(std::move(record));
 }
 
 Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max,
@@ -377,22 +400,17 @@ Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease
   for (it->Seek(lower_slice); it->Valid() && leased.size() < max; it->Next()) {
     if (it->key().compare(upper) >= 0) break;
     std::string job_key = it->key().ToString().substr(8);
-    std::string value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), jobs_, job_key, &value);
+    auto record = ReadJob(job_key);
+    if (!record) return std::unexpected(record.error());
     batch.Delete(due_, it->key());
-    if (s.IsNotFound()) continue;  // stale index entry: drop it
-    if (!s.ok()) return std::unexpected(FromRocks(s, "reading leased job"));
-    v1::JobRecord record;
-    if (!record.ParseFromString(value)) {
-      return Fail(ErrorCode::kCorruption, "job record under due index does not parse");
-    }
-    if (IsFinished(record.state())) continue;  // stale entry of a finished job: dropped
+    // A stale entry (no such job, or a finished one) is dropped.
+    if (!*record || IsFinished((*record)->state())) continue;
+    // Only the due entry moves; the returned record's due_ms names it (the
+    // stored record is not rewritten).
     int64_t until = now_ms + lease_ms;
-    record.set_due_ms(until);
-    batch.Put(due_, DueKey(until, record.tenant(), record.job().id()), rocksdb::Slice());
-    record.SerializeToString(&value);
-    batch.Put(jobs_, job_key, value);
-    leased.push_back(std::move(record));
+    (*record)->set_due_ms(until);
+    batch.Put(due_, DueKey(until, (*record)->tenant(), (*record)->job().id()), rocksdb::Slice());
+    leased.push_back(std::move(**record));
   }
   if (!it->status().ok()) return std::unexpected(FromRocks(it->status(), "scanning due index"));
   if (batch.Count() > 0) {

@@ -75,18 +75,22 @@ TEST(CrashIntegration, KillNineDuringIngestLosesAndDuplicatesNothing) {
 // kill -9 while 10,000 jobs are being delivered into Postfix's smtp-sink,
 // three times, restarting each time. Every job must end DELIVERED; a job can
 // reach the sink twice only if it was in flight at a kill (sent, its outcome
-// not yet written), which the carrier's connection cap bounds.
+// not yet durable), and the dispatcher never holds more than
+// delivery.max_in_flight jobs.
 TEST(CrashIntegration, KillNineDuringDeliveryEndsWithEveryJobDelivered) {
   std::string s = UniqueSuffix();
   constexpr int kJobs = 10000;
   constexpr int kConnections = 8;
+  constexpr int kWindow = 64;  // delivery.max_in_flight
   constexpr int kKills = 3;
   SmtpSink sink;
   sink.Start();
   TempDir spool_dir("mailroom-crash-delivery");
   MailroomUnderTest service(
       s, {.kafka = "  group_instance_id: crash-delivery-" + s + "\n",
-          .top = "delivery:\n  default_carrier: sink\n  lease: 2s\n"
+          .top = "delivery:\n  default_carrier: sink\n  lease: 2s\n  max_in_flight: " +
+                 std::to_string(kWindow) +
+                 "\n"
                  "carriers:\n  sink:\n    type: smtp\n    url: smtp://127.0.0.1:" +
                  std::to_string(sink.port()) + "\n    starttls: \"off\"\n    max_connections: " +
                  std::to_string(kConnections) + "\n",
@@ -134,9 +138,7 @@ TEST(CrashIntegration, KillNineDuringDeliveryEndsWithEveryJobDelivered) {
   std::cout << "delivered jobs seen just before each kill -9:" << delivered_at_kills
             << "; duplicates at the sink: " << duplicates << "\n";
   EXPECT_EQ(copies.size(), static_cast<size_t>(kJobs));
-  // In flight at a kill: at most one message per connection in transfer and
-  // the answers of one loop turn not yet written (again one per connection).
-  EXPECT_LE(duplicates, kKills * 2 * kConnections);
+  EXPECT_LE(duplicates, kKills * kWindow);
 }
 
 }  // namespace

@@ -215,7 +215,8 @@ TEST(SpoolUpdates, StateEventsSuppressionsAndDueEntryMoveTogether) {
   retry.record.set_state(v1::JOB_STATE_DEFERRED);
   retry.record.set_due_ms(5000);
   retry.events.emplace_back().set_type(v1::DEFERRED);
-  ASSERT_TRUE((*spool)->CommitUpdates({done, retry}));
+  std::vector<JobUpdate> updates{done, retry};
+  ASSERT_TRUE((*spool)->CommitUpdates(updates));
 
   SpoolStats stats = (*spool)->Stats();
   EXPECT_EQ(stats.jobs_by_state[v1::JOB_STATE_BOUNCED], 1);
