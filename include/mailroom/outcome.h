@@ -20,6 +20,10 @@ struct Reply {
   int code = 0;
   std::string enhanced;  // RFC 3463 "x.y.z", empty if the server sent none
   std::string text;
+  // Answered before the mail transaction began (greeting, EHLO, STARTTLS,
+  // AUTH): a problem of the carrier or its configuration, not of the
+  // message, so never a bounce.
+  bool session = false;
 };
 
 // "550 5.1.1 <a@b>: user unknown" (one or more lines) -> code, enhanced, text.

@@ -142,8 +142,8 @@ Reply ParseSmtpReply(std::string_view reply) {
 
 Classification Classify(const Reply& reply) {
   if (reply.code >= 200 && reply.code < 300) return {Verdict::kDelivered, ""};
-  Verdict verdict =
-      reply.code >= 500 && reply.code < 600 ? Verdict::kPermanent : Verdict::kTransient;
+  Verdict verdict = reply.code >= 500 && reply.code < 600 && !reply.session ? Verdict::kPermanent
+                                                                            : Verdict::kTransient;
   if (reply.code == 0) {
     std::string text = Lower(reply.text);
     bool dns = text.find("resolve") != std::string::npos;

@@ -233,7 +233,10 @@ class Dispatcher::Impl {
            !committer_->failing();
   }
 
+  // On the committer thread: written outcomes free room in the window, so
+  // the loop may lease again.
   void OnCommit(const Status& written) {
+    loop_.Wakeup();
     if (!written) {
       metrics_.commit_errors.Increment();
       if (!commit_failing_.exchange(true)) {

@@ -1,6 +1,8 @@
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "mailroom/transport.h"
 
 namespace mailroom {
@@ -29,6 +31,10 @@ void CurlLoop::Add(CURL* easy, std::function<void(int)> done) {
 void CurlLoop::Run(int timeout_ms) {
   int running = 0;
   curl_multi_perform(multi_, &running);
+  // libcurl's own timers (a transfer to start, a timeout) may be due sooner.
+  long curl_timeout = -1;
+  curl_multi_timeout(multi_, &curl_timeout);
+  if (curl_timeout >= 0) timeout_ms = std::min<long>(timeout_ms, curl_timeout);
   if (timeout_ms > 0) curl_multi_poll(multi_, nullptr, 0, timeout_ms, nullptr);
   curl_multi_perform(multi_, &running);
   int queued = 0;

@@ -59,6 +59,7 @@ class SmtpCarrier final : public Carrier {
     std::chrono::steady_clock::time_point started;
     Awaiting awaiting = Awaiting::kGreeting;
     size_t rcpt_index = 0;
+    bool mail_sent = false;   // the transaction began (MAIL FROM)
     std::string line_buffer;  // reply lines of a multi-line reply so far
     std::vector<std::optional<Reply>> rcpt_replies;
     std::optional<Reply> data_reply;
@@ -101,6 +102,7 @@ class SmtpCarrier final : public Carrier {
         break;
       case Awaiting::kBody:
         slot->data_reply = reply;
+        slot->awaiting = Awaiting::kOther;  // what follows (QUIT) is not the message's
         break;
       default:
         break;
@@ -115,13 +117,14 @@ class SmtpCarrier final : public Carrier {
     std::string_view command(data, size);
     if (command.starts_with("MAIL FROM:")) {
       slot->awaiting = Awaiting::kMail;
+      slot->mail_sent = true;
     } else if (command.starts_with("RCPT TO:")) {
       slot->awaiting = Awaiting::kRcpt;
       ++slot->rcpt_index;
     } else if (command.starts_with("DATA")) {
       slot->awaiting = Awaiting::kData;
-    } else if (slot->awaiting != Awaiting::kBody) {
-      slot->awaiting = Awaiting::kOther;
+    } else {
+      slot->awaiting = Awaiting::kOther;  // EHLO, STARTTLS, AUTH, QUIT
     }
     return 0;
   }
@@ -143,8 +146,9 @@ class SmtpCarrier final : public Carrier {
     CURL* easy = curl_easy_init();
     slot->easy = easy;
     curl_easy_setopt(easy, CURLOPT_URL, url_.c_str());
-    curl_easy_setopt(easy, CURLOPT_USE_SSL,
-                     config_.starttls == "off" ? CURLUSESSL_NONE : CURLUSESSL_ALL);
+    curl_easy_setopt(
+        easy, CURLOPT_USE_SSL,
+        static_cast<long>(config_.starttls == "off" ? CURLUSESSL_NONE : CURLUSESSL_ALL));
     if (!config_.username.empty()) {
       curl_easy_setopt(easy, CURLOPT_USERNAME, config_.username.c_str());
       curl_easy_setopt(easy, CURLOPT_PASSWORD, config_.password.c_str());
@@ -207,6 +211,7 @@ class SmtpCarrier final : public Carrier {
     slot->read_pos = 0;
     slot->awaiting = Awaiting::kGreeting;
     slot->rcpt_index = 0;
+    slot->mail_sent = false;
     slot->line_buffer.clear();
     slot->rcpt_replies.assign(slot->request.recipients.size(), std::nullopt);
     slot->data_reply.reset();
@@ -249,7 +254,8 @@ class SmtpCarrier final : public Carrier {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - slot->started).count();
     Reply failure;
     if (slot->last_reply && slot->last_reply->code >= 400) {
-      failure = *slot->last_reply;  // greeting, MAIL, AUTH, STARTTLS or DATA refused
+      failure = *slot->last_reply;  // greeting, EHLO, STARTTLS, AUTH, MAIL or DATA refused
+      failure.session = !slot->mail_sent;
     } else if (code != CURLE_OK) {
       failure.text = std::string(curl_easy_strerror(code));
       if (slot->errbuf[0]) failure.text += std::string(": ") + slot->errbuf;

@@ -36,6 +36,17 @@ std::vector<v1::DeliveryEvent> Events(const std::string& suffix) {
   return out;
 }
 
+// Every distinct carrier answer so far, for failure messages.
+std::string Diagnostics(const std::string& suffix) {
+  std::set<std::string> seen;
+  for (const auto& e : Events(suffix)) {
+    if (!e.diagnostic().empty()) seen.insert(e.carrier() + ": " + e.diagnostic());
+  }
+  std::string out;
+  for (const auto& d : seen) out += d + "\n";
+  return out;
+}
+
 // "type recipient" for one job's events, in order.
 std::vector<std::string> Trail(const std::vector<v1::DeliveryEvent>& events,
                                const std::string& job) {
@@ -252,6 +263,100 @@ TEST(DeliveryIntegration, RetriesBouncesSuppressionAndPartialRecipients) {
                    "tenant=\"app-" +
                        s + "\",type=\"hard\"}"),
             2);
+  EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
+}
+
+TEST(DeliveryIntegration, StartTlsRequiredByDefaultAuthFromSecretsConnectionLimits) {
+  std::string s = UniqueSuffix();
+  TempDir certs;
+  std::string cert = certs / "cert.pem", key = certs / "key.pem";
+  ASSERT_EQ(RunCommand("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+                       "-addext subjectAltName=IP:127.0.0.1 -keyout " +
+                       key + " -out " + cert + " 2>/dev/null"),
+            0);
+  ScriptedSmtpServer plain;  // offers no STARTTLS
+  plain.Start();             // listening before the next server picks a free port
+  ScriptedSmtpServer secure("{}",
+                            {"--tls-cert", cert, "--tls-key", key, "--auth", "mailroom:s3cret"});
+  secure.Start();
+  setenv("MAILROOM_TEST_SMTP_PASSWORD", "s3cret", 1);  // the child inherits it
+  std::string tenant = "tls-" + s;
+  auto smtp = [&](int port) {
+    return "{type: smtp, url: \"smtp://127.0.0.1:" + std::to_string(port);
+  };
+  MailroomUnderTest mailroom(
+      s,
+      {.top = "delivery:\n  default_carrier: secure\n"
+              "  backoff: {base: 300ms, factor: 2, cap: 2s}\n"
+              "carriers:\n"
+              "  secure: " +
+              smtp(secure.port()) + "\", ca_file: " + cert +
+              ", username: mailroom, password: \"${MAILROOM_TEST_SMTP_PASSWORD}\", "
+              "ehlo_name: mailroom.test, max_connections: 1, max_messages_per_connection: 3}\n"
+              "  plain: " +
+              smtp(plain.port()) +
+              "\"}\n"
+              "  wrong: " +
+              smtp(secure.port()) + "\", ca_file: " + cert +
+              ", username: mailroom, password: nope}\n"
+              "tenants:\n  " +
+              tenant + ": {allowed_senders: [example.com], allowed_carriers: [plain, wrong]}\n"});
+  mailroom.Start();
+  TestProducer producer;
+  std::string topic = "mail.jobs." + tenant;
+  for (int i = 0; i < 7; ++i) producer.SendJob(topic, SampleJob("tls-" + std::to_string(i)));
+  v1::MailJob to_plain = SampleJob("to-plain"), to_wrong = SampleJob("to-wrong");
+  to_plain.set_carrier("plain");
+  to_wrong.set_carrier("wrong");
+  producer.SendJob(topic, to_plain);
+  producer.SendJob(topic, to_wrong);
+  producer.Flush();
+
+  ASSERT_TRUE(mailroom.WaitFor([&] { return secure.Messages().size() == 7; }, 60000))
+      << Diagnostics(s);
+  std::map<int, int> per_session;
+  for (const auto& m : secure.Messages()) {
+    EXPECT_TRUE(m["tls"].get<bool>());
+    EXPECT_EQ(m["auth"], "mailroom");
+    EXPECT_EQ(m["helo"], "mailroom.test");
+    per_session[m["session"].get<int>()]++;
+  }
+  EXPECT_GE(per_session.size(), 3u) << "at most 3 messages per connection";
+  for (const auto& [session, n] : per_session) EXPECT_LE(n, 3) << "session " << session;
+
+  ASSERT_TRUE(mailroom.WaitFor(
+      [&] {
+        std::string m = mailroom.Metrics();
+        return Metric(
+                   m,
+                   "mailroom_delivery_retries_total{carrier=\"plain\",category=\"connection\"}") >
+                   0 &&
+               Metric(m, "mailroom_delivery_retries_total{carrier=\"wrong\",category=\"auth\"}") >
+                   0 &&
+               Metric(m, "mailroom_spool_outbox_pending") == 0;
+      },
+      30000))
+      << Diagnostics(s);
+  EXPECT_TRUE(plain.Messages().empty()) << "nothing may be sent in clear text";
+  auto events = Events(s);
+  bool plain_deferred = false, wrong_deferred = false;
+  for (const auto& e : events) {
+    EXPECT_NE(e.type(), v1::BOUNCED) << e.job_id() << ": a carrier problem is not a bounce";
+    if (e.job_id() == "to-plain" && e.type() == v1::DEFERRED) {
+      plain_deferred = true;
+      EXPECT_NE(e.diagnostic().find("STARTTLS"), std::string::npos) << e.diagnostic();
+    }
+    if (e.type() == v1::DELIVERED) {
+      // The answer to the message, even on a connection's last message (then QUIT follows).
+      EXPECT_EQ(e.reply_code(), 250u);
+      EXPECT_EQ(e.diagnostic(), "OK queued");
+    }
+    if (e.job_id() == "to-wrong" && e.type() == v1::DEFERRED) {
+      wrong_deferred = true;
+      EXPECT_EQ(e.reply_code(), 535u);
+    }
+  }
+  EXPECT_TRUE(plain_deferred && wrong_deferred);
   EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
 }
 

@@ -31,8 +31,9 @@ bool WaitForPort(int port, int timeout_ms) {
   return false;
 }
 
-ScriptedSmtpServer::ScriptedSmtpServer(const std::string& script)
-    : dir_("mailroom-smtp"), port_(FreePort()) {
+ScriptedSmtpServer::ScriptedSmtpServer(const std::string& script,
+                                       std::vector<std::string> extra_args)
+    : dir_("mailroom-smtp"), port_(FreePort()), extra_args_(std::move(extra_args)) {
   SetScript(script);
 }
 
@@ -43,13 +44,16 @@ void ScriptedSmtpServer::SetScript(const std::string& script) {
 }
 
 void ScriptedSmtpServer::Start() {
-  process_ = std::make_unique<Process>(
-      std::vector<std::string>{"/usr/bin/python3",
-                               std::string(MAILROOM_SOURCE_DIR) + "/tests/support/smtp_server.py",
-                               "--port", std::to_string(port_), "--record", dir_ / "messages.jsonl",
-                               "--script", dir_ / "script.json"},
-      dir_ / "server.log");
+  std::vector<std::string> argv{
+      "/usr/bin/python3", std::string(MAILROOM_SOURCE_DIR) + "/tests/support/smtp_server.py",
+      "--port",           std::to_string(port_),
+      "--record",         dir_ / "messages.jsonl",
+      "--script",         dir_ / "script.json"};
+  argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  process_ = std::make_unique<Process>(argv, dir_ / "server.log");
   ASSERT_TRUE(WaitForPort(port_, 20000)) << "aiosmtpd did not start";
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(process_->Running()) << "aiosmtpd exited (port " << port_ << " taken?)";
 }
 
 void ScriptedSmtpServer::Stop() {

@@ -16,7 +16,9 @@ namespace mailroom::testing_support {
 class ScriptedSmtpServer {
  public:
   // `script`: see smtp_server.py; may be changed while the server runs.
-  explicit ScriptedSmtpServer(const std::string& script = "{}");
+  // `extra_args`: e.g. {"--tls-cert", path, "--tls-key", path, "--auth", "u:p"}.
+  explicit ScriptedSmtpServer(const std::string& script = "{}",
+                              std::vector<std::string> extra_args = {});
   void Start();  // on the same port every time
   void Stop();
   void SetScript(const std::string& script);
@@ -27,6 +29,7 @@ class ScriptedSmtpServer {
  private:
   TempDir dir_;
   int port_;
+  std::vector<std::string> extra_args_;
   std::unique_ptr<Process> process_;
 };
 

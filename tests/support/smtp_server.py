@@ -3,9 +3,14 @@
 python3-aiosmtpd; run it with /usr/bin/python3).
 
   smtp_server.py --port P --record messages.jsonl [--script script.json]
+                 [--tls-cert cert.pem --tls-key key.pem] [--auth user:password]
+
+With --tls-cert the server offers STARTTLS; with --auth it requires AUTH
+(PLAIN or LOGIN, after STARTTLS) with that user and password.
 
 Every accepted message is appended to the record file as one JSON line:
-{"time", "mail_from", "rcpt_tos", "message_id", "subject", "data_b64", "session"}.
+{"time", "mail_from", "rcpt_tos", "message_id", "subject", "data_b64", "session",
+ "helo", "tls", "auth"}.
 
 The script (re-read on every command, so a test may change it while the
 server runs) says how to answer, by recipient address:
@@ -25,10 +30,11 @@ import email.policy
 import json
 import os
 import signal
+import ssl
 import time
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 
 class Scripted:
@@ -90,13 +96,31 @@ class Scripted:
                 "subject": headers.get("Subject", ""),
                 "data_b64": base64.b64encode(envelope.original_content or b"").decode(),
                 "session": getattr(session, "number", 0),
+                "helo": session.host_name,
+                "tls": session.ssl is not None,
+                "auth": (session.auth_data or b"").decode(),
             }) + "\n")
         return reply
 
 
-class QuietController(Controller):
+class Authenticator:
+    def __init__(self, user, password):
+        self.user, self.password = user.encode(), password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == self.user and auth_data.password == self.password
+        return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
+
+
+class ScriptedController(Controller):
+    def __init__(self, handler, tls_context, authenticator, **kwargs):
+        self.tls_context, self.authenticator = tls_context, authenticator
+        super().__init__(handler, **kwargs)
+
     def factory(self):
-        return SMTP(self.handler, enable_SMTPUTF8=True, decode_data=False)
+        return SMTP(self.handler, enable_SMTPUTF8=True, decode_data=False,
+                    tls_context=self.tls_context, authenticator=self.authenticator,
+                    auth_required=self.authenticator is not None, auth_require_tls=True)
 
 
 def main():
@@ -104,9 +128,17 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--record", required=True)
     parser.add_argument("--script")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--auth")
     args = parser.parse_args()
-    controller = QuietController(Scripted(args.record, args.script), hostname="127.0.0.1",
-                                 port=args.port)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    auth = Authenticator(*args.auth.split(":", 1)) if args.auth else None
+    controller = ScriptedController(Scripted(args.record, args.script), tls, auth,
+                                    hostname="127.0.0.1", port=args.port)
     controller.start()
     print(f"listening on 127.0.0.1:{args.port}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))

@@ -81,6 +81,14 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"451 4.3.0 Temporary failure", Verdict::kTransient, "other"},
         Case{"554 Transaction failed", Verdict::kPermanent, "other"}));
 
+TEST(Outcome, RefusalsBeforeTheTransactionNeverBounce) {
+  Reply auth = ParseSmtpReply("535 5.7.8 Authentication credentials invalid");
+  auth.session = true;  // answered AUTH, before MAIL FROM
+  Classification c = Classify(auth);
+  EXPECT_EQ(c.verdict, Verdict::kTransient);
+  EXPECT_EQ(c.category, "auth");
+}
+
 TEST(Outcome, NoReplyIsATransientConnectionFailure) {
   EXPECT_EQ(Classify(Reply{0, "", "Couldn't connect to server"}).category, "connection");
   EXPECT_EQ(Classify(Reply{0, "", "Couldn't resolve host name"}).category, "dns");
