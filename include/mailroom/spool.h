@@ -94,6 +94,13 @@ class Spool {
       const std::string& tenant, size_t max);
   Status RemoveSuppression(const std::string& tenant, const std::string& address);
 
+  // Extends leases: moves each job's due entry from `from_ms` to `to_ms`.
+  struct LeaseRenewal {
+    std::string tenant, id;
+    int64_t from_ms, to_ms;
+  };
+  Status RenewLeases(const std::vector<LeaseRenewal>& renewals);
+
   // The earliest due time in the index at or after `from_ms`, if any.
   Result<std::optional<int64_t>> NextDueMs(int64_t from_ms = 0);
 

@@ -211,6 +211,7 @@ class Dispatcher::Impl {
 
   void Loop() {
     while (!stop_) {
+      RenewLeases(NowUs() / 1000);
       if (CanLease()) Lease(NowUs() / 1000);
       int64_t limiter_wait_us = Dispatch();
       committer_->Submit(updates_);
@@ -278,6 +279,26 @@ class Dispatcher::Impl {
     // scans start past it and skip the tombstones of what was leased.
     if (leased->size() < room) scan_from_ = now_ms + 1;
     for (auto& record : *leased) Admit(std::move(record), now_ms);
+  }
+
+  // Jobs held longer than half a lease (queued behind a busy carrier or a
+  // rate limit) get their lease extended, so it never runs out while this
+  // process still has them (or while their outcome is being written).
+  void RenewLeases(int64_t now_ms) {
+    int64_t lease = config_.delivery.lease_ms;
+    if (now_ms < next_renewal_ms_) return;
+    next_renewal_ms_ = now_ms + std::max<int64_t>(100, lease / 4);
+    std::vector<Spool::LeaseRenewal> renewals;
+    for (auto& [key, w] : work_) {
+      if (w.leased_due_ms - now_ms >= lease / 2) continue;
+      renewals.push_back({w.record.tenant(), w.record.job().id(), w.leased_due_ms, now_ms + lease});
+    }
+    if (renewals.empty()) return;
+    if (auto s = spool_.RenewLeases(renewals); !s) {
+      spdlog::error("delivery: renewing leases failed: {}", s.error().message);
+      return;
+    }
+    for (const auto& r : renewals) work_.at(JobKey(r.tenant, r.id)).leased_due_ms = r.to_ms;
   }
 
   int64_t ExpiryMs(const v1::JobRecord& record) const {
@@ -670,6 +691,7 @@ class Dispatcher::Impl {
   std::deque<std::string> ready_;
   std::vector<JobUpdate> updates_;  // outcomes of this loop turn, for the committer
   std::unique_ptr<Committer> committer_;
+  int64_t next_renewal_ms_ = 0;
   std::unordered_map<std::string, HotMetrics> hot_;
   std::atomic<bool> commit_failing_{false};
   int64_t scan_from_ = 0;  // the due index holds nothing earlier (but spooled_from_)

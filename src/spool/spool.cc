@@ -419,6 +419,17 @@ Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease
   return leased;
 }
 
+Status Spool::RenewLeases(const std::vector<LeaseRenewal>& renewals) {
+  std::shared_lock lock(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::WriteBatch batch;
+  for (const auto& r : renewals) {
+    batch.Delete(due_, DueKey(r.from_ms, r.tenant, r.id));
+    batch.Put(due_, DueKey(r.to_ms, r.tenant, r.id), rocksdb::Slice());
+  }
+  return Write(batch, /*sync=*/false);  // lost at a crash: the old lease runs out, as it should
+}
+
 Result<std::optional<int64_t>> Spool::NextDueMs(int64_t from_ms) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();

@@ -153,7 +153,8 @@ TEST(DeliveryIntegration, IntoPostfixSmtpSink) {
   }
   producer.Flush();
   ASSERT_TRUE(mailroom.WaitFor([&] { return Finished(mailroom) == kJobs; }, 90000))
-      << mailroom.log();
+      << Finished(mailroom) << " finished; " << sink.Dumps().size() << " at the sink\n"
+      << Diagnostics(s) << mailroom.log();
   auto dumps = sink.Dumps();
   EXPECT_EQ(dumps.size(), static_cast<size_t>(kJobs));
   std::set<std::string> recipients;
