@@ -127,6 +127,8 @@ class Spool {
   Status CloseDb(bool sync_wal);  // with db_mu_ held exclusively
   Status Write(rocksdb::WriteBatch& batch, bool sync);
   Result<std::optional<v1::JobRecord>> ReadJob(const std::string& key);  // record + body
+  Result<std::vector<bool>> Exist(rocksdb::ColumnFamilyHandle* family,
+                                  const std::vector<std::string>& keys, const char* what);
   void AppendEvents(rocksdb::WriteBatch& batch,
                     const std::vector<const v1::DeliveryEvent*>& events);
   void Count(rocksdb::WriteBatch& batch, v1::JobState state, int64_t delta);

@@ -214,17 +214,23 @@ int64_t Spool::Counter(const std::string& key) {
 Result<std::vector<bool>> Spool::ContainsJobs(const std::vector<std::string>& keys) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
+  return Exist(jobs_, keys, "looking up job");
+}
+
+// One MultiGet: which of `keys` are present in `family`.
+Result<std::vector<bool>> Spool::Exist(rocksdb::ColumnFamilyHandle* family,
+                                       const std::vector<std::string>& keys, const char* what) {
   std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
   std::vector<rocksdb::PinnableSlice> values(keys.size());
   std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), jobs_, keys.size(), slices.data(), values.data(),
+  db_->MultiGet(rocksdb::ReadOptions(), family, keys.size(), slices.data(), values.data(),
                 statuses.data());
   std::vector<bool> found(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
     if (statuses[i].ok()) {
       found[i] = true;
     } else if (!statuses[i].IsNotFound()) {
-      return std::unexpected(FromRocks(statuses[i], "looking up job"));
+      return std::unexpected(FromRocks(statuses[i], what));
     }
   }
   return found;
@@ -316,20 +322,7 @@ Result<std::vector<bool>> Spool::Suppressed(const std::string& tenant,
   if (!db_) return Closed();
   std::vector<std::string> keys;
   for (const auto& a : addresses) keys.push_back(SuppressionKey(tenant, a));
-  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
-  std::vector<rocksdb::PinnableSlice> values(keys.size());
-  std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), suppressions_, keys.size(), slices.data(), values.data(),
-                statuses.data());
-  std::vector<bool> found(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (statuses[i].ok()) {
-      found[i] = true;
-    } else if (!statuses[i].IsNotFound()) {
-      return std::unexpected(FromRocks(statuses[i], "reading suppression list"));
-    }
-  }
-  return found;
+  return Exist(suppressions_, keys, "reading suppression list");
 }
 
 Result<std::vector<std::pair<std::string, v1::Suppression>>> Spool::ListSuppressions(
