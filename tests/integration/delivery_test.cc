@@ -3,6 +3,7 @@
 // Postfix's smtp-sink), with events read back from the events topic.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
 #include <map>
 #include <set>
@@ -174,7 +175,8 @@ TEST(DeliveryIntegration, RetriesBouncesSuppressionAndPartialRecipients) {
     "rcpt": {"slow@example.net": ["451 4.3.0 Try again later", "451 4.3.0 Try again later", "250 OK"],
              "bad@example.net": ["550 5.1.1 <bad@example.net>: Recipient address rejected: User unknown"],
              "gone@example.net": ["550 5.1.1 <gone@example.net>: Recipient address rejected: User unknown"],
-             "later@example.net": ["452 4.2.2 Mailbox full, try later", "250 OK"]},
+             "later@example.net": ["452 4.2.2 Mailbox full, try later", "250 OK"],
+             "never@example.net": ["451 4.3.0 Try again later"]},
     "data": {"flaky@example.net": ["421 close", "250 2.0.0 OK"]}})");
   server.Start();
   MailroomUnderTest mailroom(s, {.top = Delivery(server.port())});
@@ -186,14 +188,20 @@ TEST(DeliveryIntegration, RetriesBouncesSuppressionAndPartialRecipients) {
   producer.SendJob(topic, To("flaky", {"flaky@example.net"}));
   producer.SendJob(topic,
                    To("mixed", {"good@example.net", "gone@example.net", "later@example.net"}));
+  v1::MailJob expiring = To("expiring", {"never@example.net"});  // deferred until it expires
+  auto expiry = std::chrono::system_clock::now() + std::chrono::seconds(8);
+  expiring.mutable_expires_at()->set_seconds(
+      std::chrono::duration_cast<std::chrono::seconds>(expiry.time_since_epoch()).count());
+  producer.SendJob(topic, expiring);
   producer.Flush();
-  ASSERT_TRUE(mailroom.WaitFor([&] { return Finished(mailroom) == 4; }, 60000)) << mailroom.log();
+  ASSERT_TRUE(mailroom.WaitFor([&] { return Finished(mailroom) == 5; }, 60000))
+      << Diagnostics(s) << mailroom.log();
 
   // A later job to the bounced address is suppressed without being sent.
   size_t sent_before = server.Messages().size();
   producer.SendJob(topic, To("again", {"Bad@Example.net"}));
   producer.Flush();
-  ASSERT_TRUE(mailroom.WaitFor([&] { return Finished(mailroom) == 5; }, 30000)) << mailroom.log();
+  ASSERT_TRUE(mailroom.WaitFor([&] { return Finished(mailroom) == 6; }, 30000)) << mailroom.log();
   EXPECT_EQ(server.Messages().size(), sent_before);
   ASSERT_TRUE(mailroom.WaitFor(
       [&] { return Metric(mailroom.Metrics(), "mailroom_spool_outbox_pending") == 0; }, 30000));
@@ -209,6 +217,11 @@ TEST(DeliveryIntegration, RetriesBouncesSuppressionAndPartialRecipients) {
             (V{"ACCEPTED", "DELIVERED good@example.net", "BOUNCED gone@example.net",
                "DEFERRED later@example.net", "DELIVERED later@example.net"}));
   EXPECT_EQ(Trail(events, "again"), (V{"ACCEPTED", "SUPPRESSED Bad@Example.net"}));
+  auto expiring_trail = Trail(events, "expiring");
+  ASSERT_GE(expiring_trail.size(), 3u);
+  EXPECT_EQ(expiring_trail.front(), "ACCEPTED");
+  EXPECT_EQ(expiring_trail[1], "DEFERRED never@example.net");
+  EXPECT_EQ(expiring_trail.back(), "EXPIRED never@example.net");
   for (const auto& e : events) {
     if (e.type() == v1::BOUNCED) {
       EXPECT_EQ(e.reply_code(), 550u);
@@ -250,6 +263,7 @@ TEST(DeliveryIntegration, RetriesBouncesSuppressionAndPartialRecipients) {
       << listed;
   std::string metrics = mailroom.Metrics();
   EXPECT_EQ(Metric(metrics, "mailroom_suppressed_total{tenant=\"app-" + s + "\"}"), 1);
+  EXPECT_EQ(Metric(metrics, "mailroom_expired_total{tenant=\"app-" + s + "\"}"), 1);
   {
     // Every family, delivery's included, passes Prometheus' own linter.
     TempDir dir;
