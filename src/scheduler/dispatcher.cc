@@ -1,9 +1,6 @@
 #include "mailroom/dispatcher.h"
 
 #include <google/protobuf/util/time_util.h>
-#include <prometheus/counter.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
@@ -20,6 +17,7 @@
 #include "mailroom/outcome.h"
 #include "mailroom/transport.h"
 #include "scheduler/committer.h"
+#include "scheduler/delivery_metrics.h"
 #include "scheduler/rate_limiter.h"
 
 namespace mailroom {
@@ -68,80 +66,6 @@ void AddHistory(v1::JobRecord& record, int64_t now_ms, const std::string& note) 
   h->set_note(note);
   if (record.history_size() > kMaxHistory) record.mutable_history()->DeleteSubrange(1, 1);
 }
-
-struct Metrics {
-  explicit Metrics(prometheus::Registry& r)
-      : deliveries(prometheus::BuildCounter()
-                       .Name("mailroom_deliveries_total")
-                       .Help("Delivery outcomes per recipient: delivered, deferred, bounced, "
-                             "expired, suppressed")
-                       .Register(r)),
-        retries(prometheus::BuildCounter()
-                    .Name("mailroom_delivery_retries_total")
-                    .Help("Recipients deferred for a retry, by carrier and category")
-                    .Register(r)),
-        bounces(prometheus::BuildCounter()
-                    .Name("mailroom_bounces_total")
-                    .Help("Bounces by carrier, tenant, type (hard: permanent, soft: transient) "
-                          "and category")
-                    .Register(r)),
-        suppressed(prometheus::BuildCounter()
-                       .Name("mailroom_suppressed_total")
-                       .Help("Recipients not sent to because they are on the suppression list")
-                       .Register(r)),
-        expired(prometheus::BuildCounter()
-                    .Name("mailroom_expired_total")
-                    .Help("Recipients given up on at the job's expiry")
-                    .Register(r)),
-        rate_limited(prometheus::BuildCounter()
-                         .Name("mailroom_rate_limited_total")
-                         .Help("Times a job had to wait for a rate limit, by limiter")
-                         .Register(r)),
-        attempt_seconds(prometheus::BuildHistogram()
-                            .Name("mailroom_delivery_attempt_seconds")
-                            .Help("Duration of one delivery attempt, by carrier")
-                            .Register(r)),
-        queue_latency(prometheus::BuildHistogram()
-                          .Name("mailroom_delivery_queue_latency_seconds")
-                          .Help("Time from acceptance to delivery, per delivered recipient")
-                          .Register(r)),
-        connections(prometheus::BuildGauge()
-                        .Name("mailroom_carrier_connections")
-                        .Help("Open connections per carrier")
-                        .Register(r)),
-        carrier_in_flight(prometheus::BuildGauge()
-                              .Name("mailroom_carrier_in_flight")
-                              .Help("Messages handed to a carrier and not yet answered")
-                              .Register(r)),
-        held(prometheus::BuildGauge()
-                 .Name("mailroom_dispatch_jobs_held")
-                 .Help("Jobs leased by the dispatcher: sending or waiting for a rate limit")
-                 .Register(r)
-                 .Add({})),
-        commit_errors(prometheus::BuildCounter()
-                          .Name("mailroom_dispatch_commit_errors_total")
-                          .Help("Failed spool writes of delivery outcomes (retried)")
-                          .Register(r)
-                          .Add({})) {}
-
-  prometheus::Family<prometheus::Counter>& deliveries;
-  prometheus::Family<prometheus::Counter>& retries;
-  prometheus::Family<prometheus::Counter>& bounces;
-  prometheus::Family<prometheus::Counter>& suppressed;
-  prometheus::Family<prometheus::Counter>& expired;
-  prometheus::Family<prometheus::Counter>& rate_limited;
-  prometheus::Family<prometheus::Histogram>& attempt_seconds;
-  prometheus::Family<prometheus::Histogram>& queue_latency;
-  prometheus::Family<prometheus::Gauge>& connections;
-  prometheus::Family<prometheus::Gauge>& carrier_in_flight;
-  prometheus::Gauge& held;
-  prometheus::Counter& commit_errors;
-};
-
-const prometheus::Histogram::BucketBoundaries kAttemptBuckets = {
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
-const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
-    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400};
 
 }  // namespace
 
@@ -680,7 +604,7 @@ class Dispatcher::Impl {
 
   const Config& config_;
   Spool& spool_;
-  Metrics metrics_;
+  DeliveryMetrics metrics_;
   Health& health_;
   // Carriers before the loop: the loop (destroyed first) detaches their
   // transfers before the carriers free them.
