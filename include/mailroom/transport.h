@@ -48,7 +48,6 @@ class CurlLoop {
   void Run(int timeout_ms);
   // Interrupts Run() from any thread.
   void Wakeup();
-  size_t active() const { return transfers_.size(); }
 
  private:
   CURLM* multi_;

@@ -1,4 +1,5 @@
 #include "mailroom/config.h"
+#include "util/ascii.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -241,9 +242,7 @@ void ParseDelivery(Section& top, Config& c) {
   for (const auto& [domain, text] : rates) {
     auto r = ParseRate(text);
     if (!r) Throw("delivery.domain_rates." + domain, r.error().message);
-    std::string lower = domain;
-    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    c.delivery.domain_rates[lower] = *r;
+    c.delivery.domain_rates[AsciiLower(domain)] = *r;
   }
 
   auto carriers = top.Get("carriers");

@@ -1,17 +1,11 @@
 #include "mailroom/validation.h"
+#include "util/ascii.h"
 
 #include <algorithm>
 #include <cctype>
 
 namespace mailroom {
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 bool IsAtext(unsigned char c) {
   if (std::isalnum(c) || c >= 0x80) return true;
@@ -117,7 +111,7 @@ bool IsValidEmail(std::string_view address, std::string* why) {
 }
 
 bool SenderAllowed(std::string_view sender, const std::vector<std::string>& allowlist) {
-  std::string address = Lower(sender);
+  std::string address = AsciiLower(sender);
   std::string domain = address.substr(address.rfind('@') + 1);
   for (const auto& entry : allowlist) {  // entries are lower-cased by config
     if (entry.find('@') == std::string::npos) {

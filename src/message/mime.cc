@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "mailroom/message.h"
+#include "util/ascii.h"
 
 namespace mailroom {
 namespace {
@@ -15,12 +16,6 @@ const std::string kCrlf = "\r\n";
 constexpr size_t kFoldAt = 78;     // RFC 5322 SHOULD
 constexpr size_t kMaxLine = 998;   // RFC 5322 MUST
 constexpr size_t kWordBytes = 45;  // raw bytes per encoded-word: 60 base64 chars, 72 in all
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 bool IsPrintableAscii(std::string_view s) {
   return std::ranges::all_of(s, [](unsigned char c) { return c >= 0x20 && c < 0x7f; });
@@ -45,7 +40,7 @@ std::string Digest(const v1::JobRecord& record) {
 
 std::string DomainOf(const std::string& email) {
   auto at = email.rfind('@');
-  return at == std::string::npos ? "mailroom.invalid" : Lower(email.substr(at + 1));
+  return at == std::string::npos ? "mailroom.invalid" : AsciiLower(email.substr(at + 1));
 }
 
 // Date from the time the job was accepted: the same on every attempt.
@@ -231,7 +226,7 @@ std::string FindMessageId(std::string_view message) {
     size_t eol = head.find(kCrlf, pos);
     if (eol == std::string_view::npos) eol = head.size();
     std::string_view line = head.substr(pos, eol - pos);
-    if (line.size() > 11 && Lower(line.substr(0, 11)) == "message-id:") {
+    if (line.size() > 11 && AsciiLower(line.substr(0, 11)) == "message-id:") {
       std::string_view value = line.substr(11);
       while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
       return std::string(value);
@@ -317,7 +312,7 @@ bool IsDeniedHeader(std::string_view name) {
                                                  "bcc",      "date",         "message-id",
                                                  "sender",   "mime-version", "dkim-signature",
                                                  "received", "return-path"};
-  std::string lower = Lower(name);
+  std::string lower = AsciiLower(name);
   if (lower.rfind("content-", 0) == 0) return true;  // MIME headers
   return std::ranges::find(kDenied, lower) != std::end(kDenied);
 }
@@ -351,7 +346,7 @@ Result<RenderedMessage> RenderMessage(const v1::JobRecord& record) {
   out += "MIME-Version: 1.0\r\n";
   for (const auto& header : job.headers()) {
     if (IsDeniedHeader(header.name())) continue;
-    std::string lower = Lower(header.name());
+    std::string lower = AsciiLower(header.name());
     if (lower == "subject" || (lower == "reply-to" && job.reply_to_size() > 0)) continue;
     out += FoldHeader(header.name(), UnstructuredValue(header.value()));
   }

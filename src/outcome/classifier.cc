@@ -7,6 +7,7 @@
 #include <initializer_list>
 
 #include "mailroom/outcome.h"
+#include "util/ascii.h"
 
 namespace mailroom {
 namespace {
@@ -72,12 +73,6 @@ const Rule kRules[] = {
     {"", {"could not resolve", "resolve host", "name or service not known"}, "dns"},
 };
 // clang-format on
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 bool EnhancedMatches(std::string_view pattern, std::string_view code) {
   if (pattern.empty()) return true;
@@ -145,11 +140,11 @@ Classification Classify(const Reply& reply) {
   Verdict verdict = reply.code >= 500 && reply.code < 600 && !reply.session ? Verdict::kPermanent
                                                                             : Verdict::kTransient;
   if (reply.code == 0) {
-    std::string text = Lower(reply.text);
+    std::string text = AsciiLower(reply.text);
     bool dns = text.find("resolve") != std::string::npos;
     return {Verdict::kTransient, dns ? "dns" : "connection"};
   }
-  std::string text = Lower(reply.text);
+  std::string text = AsciiLower(reply.text);
   for (const auto& rule : kRules) {
     if (!rule.enhanced.empty() && reply.enhanced.empty()) continue;
     if (EnhancedMatches(rule.enhanced, reply.enhanced) && TextMatches(rule, text)) {

@@ -19,6 +19,7 @@
 #include "scheduler/committer.h"
 #include "scheduler/delivery_metrics.h"
 #include "scheduler/rate_limiter.h"
+#include "util/ascii.h"
 
 namespace mailroom {
 namespace {
@@ -32,9 +33,7 @@ int64_t NowUs() {
 }
 
 std::string DomainOf(const std::string& email) {
-  std::string domain = email.substr(email.rfind('@') + 1);
-  for (auto& c : domain) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return domain;
+  return AsciiLower(std::string_view(email).substr(email.rfind('@') + 1));
 }
 
 // The job's state follows its recipients: unfinished while any is; then the
@@ -500,10 +499,7 @@ class Dispatcher::Impl {
         ++bounced;
         if (c.category == "invalid_recipient") {
           v1::Suppression s;
-          std::string address = rcpt->address();
-          for (auto& ch : address)
-            ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-          s.set_address(address);
+          s.set_address(AsciiLower(rcpt->address()));
           s.set_reason("bounce");
           s.set_category(std::string(c.category));
           s.set_time_ms(now_ms);

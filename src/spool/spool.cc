@@ -13,6 +13,7 @@
 #include "spool/counter_merge.h"
 #include "spool/keys.h"
 #include "spool/spdlog_logger.h"
+#include "util/ascii.h"
 
 namespace mailroom {
 namespace {
@@ -515,10 +516,7 @@ std::string DueKey(int64_t due_ms, const std::string& tenant, const std::string&
 std::string OutboxKey(uint64_t seq) { return EncodeBe64(seq); }
 
 std::string SuppressionKey(const std::string& tenant, const std::string& address) {
-  std::string key = tenant + '\0';
-  for (char c : address)
-    key.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-  return key;
+  return tenant + '\0' + AsciiLower(address);
 }
 
 }  // namespace mailroom
