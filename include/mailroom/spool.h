@@ -11,6 +11,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mailroom/config.h"
@@ -75,11 +76,13 @@ class Spool {
 
   Result<std::optional<v1::JobRecord>> GetJob(const std::string& tenant, const std::string& id);
 
-  // Leases up to `max` unfinished jobs due at `now_ms`, looking from
-  // `from_ms` on: each job's due entry moves to now_ms + lease_ms, so a
-  // crashed lease simply falls due again.
+  // Leases up to `max` unfinished jobs due at `now_ms`: each job's due entry
+  // moves to now_ms + lease_ms, so a crashed lease simply falls due again.
+  // `cursor`, when given, is a due-index key (see DueKey) to start from and
+  // receives the last key taken, so that the next scan skips what this one
+  // leased.
   Result<std::vector<v1::JobRecord>> LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max,
-                                              int64_t from_ms = 0);
+                                              std::string* cursor = nullptr);
 
   // Applies state changes: job records (their bodies are never rewritten),
   // due entries, counters, events, suppressions and the retention index of
@@ -157,6 +160,7 @@ class Spool {
 // Spool key encodings (exposed for tests and tools).
 std::string JobKey(const std::string& tenant, const std::string& id);
 std::string DueKey(int64_t due_ms, const std::string& tenant, const std::string& id);
+int64_t DueKeyMs(std::string_view due_key);
 std::string OutboxKey(uint64_t seq);
 std::string SuppressionKey(const std::string& tenant, const std::string& address);
 bool IsFinished(v1::JobState state);

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -48,10 +49,18 @@ class CurlLoop {
   void Run(int timeout_ms);
   // Interrupts Run() from any thread.
   void Wakeup();
+  // Runs `fn` on the loop's thread, inside Run(); callable from any thread.
+  void Post(std::function<void()> fn);
 
  private:
+  // Runs the callbacks of finished transfers and posted functions; returns
+  // how many ran.
+  size_t Reap();
+
   CURLM* multi_;
   std::unordered_map<CURL*, std::function<void(int)>> transfers_;
+  std::mutex posted_mu_;
+  std::vector<std::function<void()>> posted_;  // guarded by posted_mu_
 };
 
 class Carrier {
@@ -59,6 +68,8 @@ class Carrier {
   virtual ~Carrier() = default;
   // `done` runs on the dispatch thread, possibly before Send returns.
   virtual void Send(SendRequest request, SendCallback done) = 0;
+  // Ends the carrier's own threads, if any: no callback runs after it.
+  virtual void Stop() {}
   virtual size_t open_connections() const { return 0; }
   // Messages accepted by Send and not yet answered (queued or in transfer).
   virtual size_t in_flight() const = 0;

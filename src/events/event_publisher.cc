@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ingest/kafka_props.h"
+#include "util/thread_name.h"
 
 namespace mailroom {
 namespace {
@@ -80,6 +81,7 @@ class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
 
  private:
   void Loop() {
+    NameThisThread("mr-events");
     std::chrono::milliseconds backoff(100);
     while (true) {
       size_t published = PublishRound();

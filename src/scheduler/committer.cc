@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "util/thread_name.h"
+
 namespace mailroom {
 
 Committer::Committer(Spool& spool, std::function<void(const Status&)> on_status)
@@ -43,6 +45,7 @@ bool Committer::Flush(int timeout_ms) {
 }
 
 void Committer::Loop() {
+  NameThisThread("mr-commit");
   auto backoff = std::chrono::milliseconds(100);
   std::unique_lock lock(mu_);
   while (true) {
@@ -54,10 +57,13 @@ void Committer::Loop() {
     lock.unlock();
     Status written = spool_.CommitUpdates(batch, /*sync=*/true);
     if (!written) (void)spool_.Recover();  // a failed WAL is not written again
-    on_status_(written);
     lock.lock();
     writing_ = 0;
     failing_ = !written;
+    // Told after pending() has dropped, so the woken loop sees the room.
+    lock.unlock();
+    on_status_(written);
+    lock.lock();
     if (!written) {
       // Keep the outcomes, ahead of newer ones, and try again shortly.
       for (auto& u : queue_) batch.push_back(std::move(u));

@@ -20,6 +20,7 @@
 #include "scheduler/delivery_metrics.h"
 #include "scheduler/rate_limiter.h"
 #include "util/ascii.h"
+#include "util/thread_name.h"
 
 namespace mailroom {
 namespace {
@@ -133,6 +134,7 @@ class Dispatcher::Impl {
   };
 
   void Loop() {
+    NameThisThread("mr-dispatch");
     while (!stop_) {
       RenewLeases(NowUs() / 1000);
       if (CanLease()) Lease(NowUs() / 1000);
@@ -149,11 +151,12 @@ class Dispatcher::Impl {
   // yet written. At most delivery.max_in_flight.
   size_t Held() const { return work_.size() + committer_->pending(); }
 
-  // Lease in bulk (an eighth of the window at least), and not while outcomes
-  // cannot be written.
+  // Room to lease a whole chunk (or an eighth of a small window), and
+  // outcomes can be written.
   bool CanLease() const {
     size_t window = config_.delivery.max_in_flight, held = Held();
-    return held < window && window - held >= std::max<size_t>(1, window / 8) &&
+    return held < window &&
+           window - held >= std::clamp<size_t>(window / 8, 1, kLeaseChunk) &&
            !committer_->failing();
   }
 
@@ -180,7 +183,8 @@ class Dispatcher::Impl {
     int64_t timeout_ms = 1000;
     if (limiter_wait_us >= 0) timeout_ms = std::min(timeout_ms, (limiter_wait_us + 999) / 1000);
     if (CanLease()) {
-      auto next = spool_.NextDueMs(std::min(scan_from_, spooled_from_.load()));
+      if (more_due_) return 0;
+      auto next = spool_.NextDueMs(std::min(CursorMs(), spooled_from_.load()));
       if (next && next->has_value()) {
         timeout_ms = std::min(timeout_ms, std::max<int64_t>(0, **next - NowUs() / 1000));
       }
@@ -189,18 +193,24 @@ class Dispatcher::Impl {
   }
 
   void Lease(int64_t now_ms) {
-    size_t room = config_.delivery.max_in_flight - Held();
+    // A chunk at a time: reading and rendering a lease's jobs holds up the
+    // transfers, so the loop turns between chunks.
+    size_t room = std::min(config_.delivery.max_in_flight - Held(), kLeaseChunk);
     // Jobs spooled since the last scan may be due earlier than where it
     // stopped; a wakeup arriving during this scan is kept for the next one.
-    scan_from_ = std::min(scan_from_, spooled_from_.exchange(INT64_MAX));
-    auto leased = spool_.LeaseDue(now_ms, config_.delivery.lease_ms, room, scan_from_);
+    if (int64_t spooled = spooled_from_.exchange(INT64_MAX); spooled <= CursorMs()) {
+      cursor_ = DueKey(spooled, "", "");
+    }
+    auto leased = spool_.LeaseDue(now_ms, config_.delivery.lease_ms, room, &cursor_);
     if (!leased) {
       spdlog::error("delivery: leasing due jobs failed: {}", leased.error().message);
       return;
     }
-    // Everything due up to now was taken unless the window filled: later
-    // scans start past it and skip the tombstones of what was leased.
-    if (leased->size() < room) scan_from_ = now_ms + 1;
+    // Everything due up to now was taken unless the chunk filled (then the
+    // cursor is at the last job taken): later scans start past it and so
+    // skip the tombstones of what was leased.
+    more_due_ = leased->size() == room;
+    if (!more_due_) cursor_ = DueKey(now_ms + 1, "", "");
     for (auto& record : *leased) Admit(std::move(record), now_ms);
   }
 
@@ -581,7 +591,10 @@ class Dispatcher::Impl {
       sending = 0;
       for (const auto& [name, carrier] : carriers_) sending += carrier->in_flight();
     }
-    // What is left was never handed to a carrier, or did not finish in time.
+    // Carriers stop sending; results they handed back meanwhile are taken.
+    for (const auto& [name, carrier] : carriers_) carrier->Stop();
+    loop_.Run(0);
+    // What is left was never sent, or did not finish in time.
     int64_t now_ms = NowUs() / 1000;
     for (auto& [key, w] : work_) {
       JobUpdate update;
@@ -614,7 +627,11 @@ class Dispatcher::Impl {
   int64_t next_renewal_ms_ = 0;
   std::unordered_map<std::string, HotMetrics> hot_;
   std::atomic<bool> commit_failing_{false};
-  int64_t scan_from_ = 0;  // the due index holds nothing earlier (but spooled_from_)
+  static constexpr size_t kLeaseChunk = 128;
+  bool more_due_ = false;  // the last lease filled its chunk: more may be due now
+  // The due index holds nothing earlier than this key (but spooled_from_).
+  std::string cursor_ = DueKey(0, "", "");
+  int64_t CursorMs() const { return DueKeyMs(cursor_); }
   std::atomic<int64_t> spooled_from_{INT64_MAX};  // earliest due among newly spooled jobs
   std::atomic<bool> stop_{false};
   int drain_ms_ = 0;

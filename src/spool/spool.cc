@@ -380,12 +380,12 @@ Result<std::optional<v1::JobRecord>> Spool::ReadJob(const std::string& key) {
 }
 
 Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease_ms, size_t max,
-                                                   int64_t from_ms) {
+                                                   std::string* cursor) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
   std::vector<v1::JobRecord> leased;
   rocksdb::WriteBatch batch;
-  std::string lower = EncodeBe64(static_cast<uint64_t>(std::max<int64_t>(0, from_ms)));
+  std::string lower = cursor ? *cursor : std::string();
   rocksdb::Slice lower_slice(lower);
   rocksdb::ReadOptions options;
   options.iterate_lower_bound = &lower_slice;  // skip the tombstones of earlier leases
@@ -397,6 +397,7 @@ Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease
     auto record = ReadJob(job_key);
     if (!record) return std::unexpected(record.error());
     batch.Delete(due_, it->key());
+    if (cursor) cursor->assign(it->key().data(), it->key().size());
     // A stale entry (no such job, or a finished one) is dropped.
     if (!*record || IsFinished((*record)->state())) continue;
     // Only the due entry moves; the returned record's due_ms names it (the
@@ -511,6 +512,10 @@ std::string JobKey(const std::string& tenant, const std::string& id) {
 
 std::string DueKey(int64_t due_ms, const std::string& tenant, const std::string& id) {
   return EncodeBe64(static_cast<uint64_t>(due_ms < 0 ? 0 : due_ms)) + JobKey(tenant, id);
+}
+
+int64_t DueKeyMs(std::string_view due_key) {
+  return due_key.size() < 8 ? 0 : static_cast<int64_t>(DecodeBe64(due_key.data()));
 }
 
 std::string OutboxKey(uint64_t seq) { return EncodeBe64(seq); }

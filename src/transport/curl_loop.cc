@@ -2,6 +2,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <mutex>
+#include <vector>
 
 #include "mailroom/transport.h"
 
@@ -31,12 +33,21 @@ void CurlLoop::Add(CURL* easy, std::function<void(int)> done) {
 void CurlLoop::Run(int timeout_ms) {
   int running = 0;
   curl_multi_perform(multi_, &running);
+  // What just finished (or was posted) frees room for the caller's next
+  // jobs: hand it back before sleeping, which would otherwise wait for
+  // activity on the other sockets, or the whole timeout when none are left.
+  if (Reap() > 0) return;
   // libcurl's own timers (a transfer to start, a timeout) may be due sooner.
   long curl_timeout = -1;
   curl_multi_timeout(multi_, &curl_timeout);
   if (curl_timeout >= 0) timeout_ms = std::min<long>(timeout_ms, curl_timeout);
   if (timeout_ms > 0) curl_multi_poll(multi_, nullptr, 0, timeout_ms, nullptr);
   curl_multi_perform(multi_, &running);
+  Reap();
+}
+
+size_t CurlLoop::Reap() {
+  size_t finished = 0;
   int queued = 0;
   while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
     if (msg->msg != CURLMSG_DONE) continue;
@@ -47,8 +58,24 @@ void CurlLoop::Run(int timeout_ms) {
     if (it == transfers_.end()) continue;
     auto done = std::move(it->second);
     transfers_.erase(it);
+    ++finished;
     done(code);  // may Add() the same handle again
   }
+  std::vector<std::function<void()>> posted;
+  {
+    std::lock_guard lock(posted_mu_);
+    posted.swap(posted_);
+  }
+  for (auto& fn : posted) fn();
+  return finished + posted.size();
+}
+
+void CurlLoop::Post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(posted_mu_);
+    posted_.push_back(std::move(fn));
+  }
+  Wakeup();
 }
 
 void CurlLoop::Wakeup() { curl_multi_wakeup(multi_); }

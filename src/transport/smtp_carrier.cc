@@ -1,18 +1,30 @@
-// The SMTP carrier: up to max_connections transfers at once on the shared
-// curl multi handle, connections reused between messages, every server
-// reply line captured to give each recipient its own answer.
+// The SMTP carrier: up to max_connections connections, each with its own
+// thread and libcurl easy handle, reused between messages; every server reply
+// line is captured to give each recipient its own answer.
+//
+// Why threads and not the shared multi handle: libcurl's SMTP reads the reply
+// to the end of the message in blocking mode, even on a multi handle (curl
+// issue 8555, a known bug in 7.88), so transfers sharing one multi handle wait
+// for each other's final reply one after another. A thread per connection
+// keeps the connections independent; results go back to the dispatch thread
+// through CurlLoop::Post.
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include "transport/carriers.h"
+#include "util/thread_name.h"
 
 namespace mailroom {
 namespace {
@@ -22,37 +34,54 @@ enum class Awaiting { kGreeting, kOther, kMail, kRcpt, kData, kBody };
 
 class SmtpCarrier final : public Carrier {
  public:
-  SmtpCarrier(const CarrierConfig& config, CurlLoop& loop) : config_(config), loop_(loop) {
+  SmtpCarrier(const CarrierConfig& config, CurlLoop& home) : config_(config), home_(home) {
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     std::string ehlo = config.ehlo_name.empty() ? host : config.ehlo_name;
     url_ = config.url + "/" + ehlo;  // libcurl sends the URL path as the EHLO name
   }
 
-  ~SmtpCarrier() override {
-    for (auto& slot : slots_) {
-      if (slot->easy) curl_easy_cleanup(slot->easy);
-      curl_slist_free_all(slot->rcpts);
-    }
-  }
+  ~SmtpCarrier() override { Stop(); }
 
   void Send(SendRequest request, SendCallback done) override {
-    queue_.emplace_back(std::move(request), std::move(done));
-    StartQueued();
+    in_flight_.fetch_add(1);
+    {
+      std::lock_guard lock(mu_);
+      queue_.emplace_back(std::move(request), std::move(done));
+      // A connection (thread) more while messages wait for one.
+      if (queue_.size() > idle_ && workers_.size() < config_.max_connections && !stop_) {
+        workers_.emplace_back([this] { Work(); });
+      }
+    }
+    ready_.notify_one();
   }
 
-  size_t open_connections() const override { return open_sockets_; }
-  size_t in_flight() const override { return queue_.size() + busy_; }
+  void Stop() override {
+    {
+      std::lock_guard lock(mu_);
+      if (stop_) return;
+      stop_ = true;
+    }
+    abort_ = true;  // transfers in progress end within a second
+    ready_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+
+  size_t open_connections() const override { return open_sockets_.load(); }
+  size_t in_flight() const override { return in_flight_.load(); }
 
  private:
+  // One connection: its easy handle and the transfer in hand.
   struct Slot {
-    SmtpCarrier* owner = nullptr;
+    ~Slot() {
+      if (easy) curl_easy_cleanup(easy);  // says QUIT on a connection still open
+      curl_slist_free_all(rcpts);
+    }
     CURL* easy = nullptr;
     uint32_t messages_on_connection = 0;
     char errbuf[CURL_ERROR_SIZE] = {};
     // The transfer in hand.
     SendRequest request;
-    SendCallback done;
     curl_slist* rcpts = nullptr;
     size_t read_pos = 0;
     bool fresh_retry = false;
@@ -140,9 +169,11 @@ class SmtpCarrier final : public Carrier {
     return close(fd);
   }
 
-  Slot* NewSlot() {
-    auto slot = std::make_unique<Slot>();
-    slot->owner = this;
+  static int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    return static_cast<SmtpCarrier*>(user)->abort_.load() ? 1 : 0;  // non-zero aborts
+  }
+
+  void Configure(Slot* slot) {
     CURL* easy = curl_easy_init();
     slot->easy = easy;
     curl_easy_setopt(easy, CURLOPT_URL, url_.c_str());
@@ -166,42 +197,55 @@ class SmtpCarrier final : public Carrier {
     curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(easy, CURLOPT_MAIL_RCPT_ALLLOWFAILS, 1L);
     curl_easy_setopt(easy, CURLOPT_READFUNCTION, &OnRead);
-    curl_easy_setopt(easy, CURLOPT_READDATA, slot.get());
+    curl_easy_setopt(easy, CURLOPT_READDATA, slot);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
-    curl_easy_setopt(easy, CURLOPT_HEADERDATA, slot.get());
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, slot);
     curl_easy_setopt(easy, CURLOPT_VERBOSE, 1L);  // routes commands to OnDebug, not stderr
     curl_easy_setopt(easy, CURLOPT_DEBUGFUNCTION, &OnDebug);
-    curl_easy_setopt(easy, CURLOPT_DEBUGDATA, slot.get());
+    curl_easy_setopt(easy, CURLOPT_DEBUGDATA, slot);
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &OnOpenSocket);
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &OnCloseSocket);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, slot->errbuf);
-    slots_.push_back(std::move(slot));
-    return slots_.back().get();
+    curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+    curl_easy_setopt(easy, CURLOPT_XFERINFODATA, this);
   }
 
-  void StartQueued() {
-    while (!queue_.empty() && busy_ < config_.max_connections) {
-      Slot* slot = nullptr;
-      if (!idle_.empty()) {
-        slot = idle_.back();
-        idle_.pop_back();
-      } else {
-        slot = NewSlot();
-      }
+  // A connection's thread: takes the next message, sends it, hands the
+  // result to the dispatch thread.
+  void Work() {
+    NameThisThread("mr-smtp");
+    Slot slot;
+    Configure(&slot);
+    std::unique_lock lock(mu_);
+    while (true) {
+      ++idle_;
+      ready_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      --idle_;
+      if (stop_) return;
       auto [request, done] = std::move(queue_.front());
       queue_.pop_front();
-      slot->request = std::move(request);
-      slot->done = std::move(done);
-      slot->fresh_retry = false;
-      slot->started = std::chrono::steady_clock::now();
-      ++busy_;
-      Start(slot);
+      lock.unlock();
+      slot.request = std::move(request);
+      slot.fresh_retry = false;
+      slot.started = std::chrono::steady_clock::now();
+      std::optional<SendResult> result;
+      while (!result) {
+        Prepare(&slot);
+        result = Finished(&slot, curl_easy_perform(slot.easy));
+      }
+      slot.request = {};
+      home_.Post([this, done = std::move(done), result = std::move(*result)]() mutable {
+        in_flight_.fetch_sub(1);
+        done(std::move(result));
+      });
+      lock.lock();
     }
   }
 
-  void Start(Slot* slot) {
+  void Prepare(Slot* slot) {
     CURL* easy = slot->easy;
     curl_slist_free_all(slot->rcpts);
     slot->rcpts = nullptr;
@@ -226,10 +270,11 @@ class SmtpCarrier final : public Carrier {
     bool last = slot->messages_on_connection + 1 >= config_.max_messages_per_connection;
     curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, last ? 1L : 0L);
     curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, slot->fresh_retry ? 1L : 0L);
-    loop_.Add(easy, [this, slot](int code) { Finished(slot, static_cast<CURLcode>(code)); });
   }
 
-  void Finished(Slot* slot, CURLcode code) {
+  // The transfer's result, or nothing when it is to be tried again on a new
+  // connection.
+  std::optional<SendResult> Finished(Slot* slot, CURLcode code) {
     long connects = 0;
     curl_easy_getinfo(slot->easy, CURLINFO_NUM_CONNECTS, &connects);
     bool reused = connects == 0;
@@ -246,8 +291,7 @@ class SmtpCarrier final : public Carrier {
         (slot->last_reply ? slot->last_reply->code == 421 : dropped)) {
       slot->fresh_retry = true;
       slot->messages_on_connection = 0;
-      Start(slot);
-      return;
+      return std::nullopt;
     }
     SendResult result;
     result.seconds =
@@ -276,24 +320,22 @@ class SmtpCarrier final : public Carrier {
     if (code != CURLE_OK && !body_accepted) {
       spdlog::debug("smtp {}: {}: {}", config_.name, slot->request.label, failure.text);
     }
-    auto done = std::move(slot->done);
-    slot->request = {};
-    idle_.push_back(slot);
-    --busy_;
-    done(std::move(result));
-    StartQueued();
+    return result;
   }
 
   CarrierConfig config_;
-  CurlLoop& loop_;
+  CurlLoop& home_;  // the dispatch thread's loop, where results are handed back
   std::string url_;
-  std::vector<std::unique_ptr<Slot>> slots_;
-  std::vector<Slot*> idle_;
-  std::deque<std::pair<SendRequest, SendCallback>> queue_;
-  size_t busy_ = 0;
-  size_t open_sockets_ = 0;
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<std::pair<SendRequest, SendCallback>> queue_;  // guarded by mu_
+  std::vector<std::thread> workers_;                        // guarded by mu_
+  size_t idle_ = 0;                                         // guarded by mu_
+  bool stop_ = false;                                       // guarded by mu_
+  std::atomic<bool> abort_{false};
+  std::atomic<size_t> in_flight_{0};
+  std::atomic<size_t> open_sockets_{0};
 };
-
 }  // namespace
 
 std::unique_ptr<Carrier> MakeSmtpCarrier(const CarrierConfig& config, CurlLoop& loop) {

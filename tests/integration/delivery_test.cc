@@ -404,6 +404,35 @@ TEST(DeliveryIntegration, CarrierDownForAWhileLosesNothing) {
   EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
 }
 
+// Each connection waits for the answer to its own message only: with the
+// answer to the end of DATA held back, messages on different connections
+// wait for theirs at the same time (libcurl reads that answer in blocking
+// mode, so connections sharing one curl multi handle would take turns).
+TEST(DeliveryIntegration, ConnectionsAwaitTheirAnswersIndependently) {
+  std::string s = UniqueSuffix();
+  ScriptedSmtpServer server(R"({"data_delay": 0.4})");
+  server.Start();
+  MailroomUnderTest mailroom(s, {.top = Delivery(server.port())});  // 8 connections
+  mailroom.Start();
+  constexpr int kJobs = 24;
+  TestProducer producer;
+  for (int i = 0; i < kJobs; ++i) {
+    producer.SendJob("mail.jobs.parallel-" + s, SampleJob("p-" + std::to_string(i)));
+  }
+  producer.Flush();
+  ASSERT_TRUE(mailroom.WaitFor([&] { return server.Messages().size() == kJobs; }, 60000))
+      << mailroom.log();
+  int most = 0;
+  std::set<int> sessions;
+  for (const auto& m : server.Messages()) {
+    most = std::max(most, m["answers_pending"].get<int>());
+    sessions.insert(m["session"].get<int>());
+  }
+  EXPECT_GE(most, 4) << "messages awaiting their answer at once";
+  EXPECT_LE(sessions.size(), 8u) << "connections used (max_connections: 8)";
+  EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
+}
+
 TEST(DeliveryIntegration, TenantRateLimitHolds) {
   std::string s = UniqueSuffix();
   ScriptedSmtpServer server;

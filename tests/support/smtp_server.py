@@ -10,13 +10,17 @@ With --tls-cert the server offers STARTTLS; with --auth it requires AUTH
 
 Every accepted message is appended to the record file as one JSON line:
 {"time", "mail_from", "rcpt_tos", "message_id", "subject", "data_b64", "session",
- "helo", "tls", "auth"}.
+ "helo", "tls", "auth", "answers_pending"}.
 
 The script (re-read on every command, so a test may change it while the
 server runs) says how to answer, by recipient address:
   {"rcpt": {"bad@example.com": ["550 5.1.1 User unknown"],
             "slow@example.com": ["451 4.3.0 Try later", "451 4.3.0 Try later", "250 OK"]},
    "data": {"flaky@example.com": ["421 close", "250 OK"]}}
+  {"data_delay": 0.3}
+delays every answer to the end of DATA by that many seconds; each record
+then carries "answers_pending": how many messages (this one included) were
+waiting for their answer at once.
 A list is consumed one entry per attempt; its last entry then repeats.
 "rcpt" answers RCPT TO for that address; "data" answers the end of DATA of
 a message carrying that address. "421 close" sends 421 and drops the
@@ -43,6 +47,7 @@ class Scripted:
         self.script_path = script
         self.attempts = {}
         self.sessions = 0
+        self.pending = 0  # messages whose end of DATA awaits its (delayed) answer
 
     def script(self):
         if not self.script_path or not os.path.exists(self.script_path):
@@ -79,6 +84,14 @@ class Scripted:
         return reply
 
     async def handle_DATA(self, server, session, envelope):
+        delay = self.script().get("data_delay", 0)
+        self.pending += 1
+        pending = self.pending
+        if delay:
+            await asyncio.sleep(delay / 2)
+            pending = max(pending, self.pending)
+            await asyncio.sleep(delay / 2)
+        self.pending -= 1
         reply = "250 2.0.0 OK queued"
         for rcpt in envelope.rcpt_tos:
             scripted = self.answer("data", rcpt.lower(), None)
@@ -99,6 +112,7 @@ class Scripted:
                 "helo": session.host_name,
                 "tls": session.ssl is not None,
                 "auth": (session.auth_data or b"").decode(),
+                "answers_pending": pending,
             }) + "\n")
         return reply
 
