@@ -155,8 +155,7 @@ class Dispatcher::Impl {
   // outcomes can be written.
   bool CanLease() const {
     size_t window = config_.delivery.max_in_flight, held = Held();
-    return held < window &&
-           window - held >= std::clamp<size_t>(window / 8, 1, kLeaseChunk) &&
+    return held < window && window - held >= std::clamp<size_t>(window / 8, 1, kLeaseChunk) &&
            !committer_->failing();
   }
 
