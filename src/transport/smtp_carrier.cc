@@ -1,20 +1,25 @@
 // The SMTP carrier: up to max_connections connections, each with its own
-// thread and libcurl easy handle, reused between messages; every server reply
-// line is captured to give each recipient its own answer.
+// thread. libcurl opens each connection (CURLOPT_CONNECT_ONLY: greeting,
+// EHLO, STARTTLS, AUTH) and carries its bytes (curl_easy_send/recv, through
+// TLS when it was upgraded); this file speaks the mail transactions on it,
+// reused for many messages, with PIPELINING (RFC 2920) when the server offers
+// it: MAIL, every RCPT and DATA go out together, then the body, so a message
+// costs two round trips instead of four. Each recipient gets its own answer.
 //
-// Why threads and not the shared multi handle: libcurl's SMTP reads the reply
-// to the end of the message in blocking mode, even on a multi handle (curl
-// issue 8555, a known bug in 7.88), so transfers sharing one multi handle wait
-// for each other's final reply one after another. A thread per connection
-// keeps the connections independent; results go back to the dispatch thread
-// through CurlLoop::Post.
+// Why not libcurl's own SMTP transfers: they cannot pipeline, and libcurl
+// (7.88) reads the answer to the end of the message in blocking mode even on
+// a multi handle (curl issue 8555), so transfers sharing one multi handle
+// take turns. A thread per connection keeps connections independent; results
+// go back to the dispatch thread through CurlLoop::Post.
 #include <curl/curl.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -22,15 +27,37 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <variant>
 
 #include "transport/carriers.h"
+#include "util/ascii.h"
 #include "util/thread_name.h"
 
 namespace mailroom {
 namespace {
 
-// What the next server reply answers.
-enum class Awaiting { kGreeting, kOther, kMail, kRcpt, kData, kBody };
+using Clock = std::chrono::steady_clock;
+
+// The message as DATA carries it: lines starting with "." get another one
+// (RFC 5321 4.5.2), and it ends with CRLF "." CRLF.
+std::string ForData(std::string_view message) {
+  std::string out;
+  out.reserve(message.size() + 64);
+  for (size_t pos = 0; pos < message.size();) {
+    if (message[pos] == '.') out.push_back('.');
+    size_t eol = message.find('\n', pos);
+    size_t end = eol == std::string_view::npos ? message.size() : eol + 1;
+    out.append(message.substr(pos, end - pos));
+    pos = end;
+  }
+  if (!out.empty() && out.back() != '\n') out += "\r\n";
+  out += ".\r\n";
+  return out;
+}
+
+bool IsAscii(std::string_view s) {
+  return std::ranges::all_of(s, [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
 
 class SmtpCarrier final : public Carrier {
  public:
@@ -62,7 +89,7 @@ class SmtpCarrier final : public Carrier {
       if (stop_) return;
       stop_ = true;
     }
-    abort_ = true;  // transfers in progress end within a second
+    abort_ = true;  // exchanges in progress end within a second
     ready_.notify_all();
     for (auto& worker : workers_) worker.join();
   }
@@ -71,91 +98,56 @@ class SmtpCarrier final : public Carrier {
   size_t in_flight() const override { return in_flight_.load(); }
 
  private:
-  // One connection: its easy handle and the transfer in hand.
-  struct Slot {
-    ~Slot() {
-      if (easy) curl_easy_cleanup(easy);  // says QUIT on a connection still open
-      curl_slist_free_all(rcpts);
+  // One connection to the server.
+  struct Connection {
+    ~Connection() { Close(); }
+    void Close() {
+      if (easy) curl_easy_cleanup(easy);  // says QUIT if the connection is still up
+      easy = nullptr;
+      in.clear();
     }
     CURL* easy = nullptr;
-    uint32_t messages_on_connection = 0;
-    char errbuf[CURL_ERROR_SIZE] = {};
-    // The transfer in hand.
-    SendRequest request;
-    curl_slist* rcpts = nullptr;
-    size_t read_pos = 0;
-    bool fresh_retry = false;
-    std::chrono::steady_clock::time_point started;
-    Awaiting awaiting = Awaiting::kGreeting;
-    size_t rcpt_index = 0;
-    bool mail_sent = false;   // the transaction began (MAIL FROM)
-    std::string line_buffer;  // reply lines of a multi-line reply so far
-    std::vector<std::optional<Reply>> rcpt_replies;
-    std::optional<Reply> data_reply;
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    Clock::time_point opened, last_used;
+    uint32_t messages = 0;
+    bool pipelining = false, size = false, smtputf8 = false;  // offered in EHLO
+    std::string in;                                           // received, not yet read as replies
+    // While connecting: the server's reply lines, for its capabilities and
+    // for the reason when it refuses.
+    std::string lines;
     std::optional<Reply> last_reply;
+    char errbuf[CURL_ERROR_SIZE] = {};
   };
 
-  static size_t OnRead(char* buffer, size_t size, size_t n, void* user) {
-    auto* slot = static_cast<Slot*>(user);
-    const std::string& message = *slot->request.message;
-    size_t len = std::min(size * n, message.size() - slot->read_pos);
-    std::memcpy(buffer, message.data() + slot->read_pos, len);
-    slot->read_pos += len;
-    return len;
-  }
+  // Why an exchange stopped: the connection failed (reply code 0).
+  struct Broken {
+    std::string text;
+  };
 
-  // Every server reply line, in order.
   static size_t OnHeader(char* data, size_t size, size_t n, void* user) {
-    auto* slot = static_cast<Slot*>(user);
+    auto* c = static_cast<Connection*>(user);
     std::string_view line(data, size * n);
-    slot->line_buffer.append(line);
-    if (line.empty() || line.back() != '\n') return size * n;  // a partial line
-    std::string_view last = line;
-    while (!last.empty() && (last.back() == '\n' || last.back() == '\r')) last.remove_suffix(1);
-    if (last.size() > 3 && last[3] == '-') return size * n;  // a multi-line reply goes on
-    Reply reply = ParseSmtpReply(slot->line_buffer);
-    slot->line_buffer.clear();
-    slot->last_reply = reply;
-    switch (slot->awaiting) {
-      case Awaiting::kRcpt:
-        if (slot->rcpt_index > 0 && slot->rcpt_index <= slot->rcpt_replies.size()) {
-          slot->rcpt_replies[slot->rcpt_index - 1] = reply;
-        }
-        break;
-      case Awaiting::kData:
-        if (reply.code == 354) {
-          slot->awaiting = Awaiting::kBody;
-        } else {
-          slot->data_reply = reply;
-        }
-        break;
-      case Awaiting::kBody:
-        slot->data_reply = reply;
-        slot->awaiting = Awaiting::kOther;  // what follows (QUIT) is not the message's
-        break;
-      default:
-        break;
+    c->lines.append(line);
+    if (line.size() > 3 && line[3] == '-') return size * n;  // a multi-line reply goes on
+    Reply reply = ParseSmtpReply(c->lines);
+    if (reply.code == 220) {  // greeting, or ready for TLS: a new EHLO follows
+      c->pipelining = c->size = c->smtputf8 = false;
+    } else if (reply.code == 250) {
+      // "250-PIPELINING", "250 SIZE 10240000": one capability a line.
+      for (std::string_view rest = c->lines; !rest.empty();) {
+        size_t eol = std::min(rest.find('\n'), rest.size());
+        std::string_view text = rest.substr(0, eol);
+        rest.remove_prefix(std::min(eol + 1, rest.size()));
+        if (text.size() < 5) continue;
+        std::string word = AsciiLower(text.substr(4, text.find_first_of(" \r", 4) - 4));
+        c->pipelining |= word == "pipelining";
+        c->size |= word == "size";
+        c->smtputf8 |= word == "smtputf8";
+      }
     }
+    c->last_reply = reply;
+    c->lines.clear();
     return size * n;
-  }
-
-  // Commands sent (CURLINFO_HEADER_OUT): which reply answers what.
-  static int OnDebug(CURL*, curl_infotype type, char* data, size_t size, void* user) {
-    if (type != CURLINFO_HEADER_OUT) return 0;
-    auto* slot = static_cast<Slot*>(user);
-    std::string_view command(data, size);
-    if (command.starts_with("MAIL FROM:")) {
-      slot->awaiting = Awaiting::kMail;
-      slot->mail_sent = true;
-    } else if (command.starts_with("RCPT TO:")) {
-      slot->awaiting = Awaiting::kRcpt;
-      ++slot->rcpt_index;
-    } else if (command.starts_with("DATA")) {
-      slot->awaiting = Awaiting::kData;
-    } else {
-      slot->awaiting = Awaiting::kOther;  // EHLO, STARTTLS, AUTH, QUIT
-    }
-    return 0;
   }
 
   static curl_socket_t OnOpenSocket(void* user, curlsocktype, curl_sockaddr* address) {
@@ -173,10 +165,17 @@ class SmtpCarrier final : public Carrier {
     return static_cast<SmtpCarrier*>(user)->abort_.load() ? 1 : 0;  // non-zero aborts
   }
 
-  void Configure(Slot* slot) {
-    CURL* easy = curl_easy_init();
-    slot->easy = easy;
+  // Connects, says EHLO, upgrades to TLS and authenticates; on a refusal
+  // returns the server's reply (marked `session`: not the message's fault).
+  std::optional<Reply> Open(Connection& c) {
+    c.Close();
+    c.easy = curl_easy_init();
+    c.lines.clear();
+    c.last_reply.reset();
+    c.errbuf[0] = '\0';
+    CURL* easy = c.easy;
     curl_easy_setopt(easy, CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(easy, CURLOPT_CONNECT_ONLY, 1L);
     curl_easy_setopt(
         easy, CURLOPT_USE_SSL,
         static_cast<long>(config_.starttls == "off" ? CURLUSESSL_NONE : CURLUSESSL_ALL));
@@ -190,35 +189,222 @@ class SmtpCarrier final : public Carrier {
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(config_.connect_timeout_ms));
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(config_.timeout_ms));
-    curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, static_cast<long>(config_.max_idle_ms / 1000));
-    curl_easy_setopt(easy, CURLOPT_MAXLIFETIME_CONN,
-                     static_cast<long>(config_.max_connection_age_ms / 1000));
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(easy, CURLOPT_MAIL_RCPT_ALLLOWFAILS, 1L);
-    curl_easy_setopt(easy, CURLOPT_READFUNCTION, &OnRead);
-    curl_easy_setopt(easy, CURLOPT_READDATA, slot);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
-    curl_easy_setopt(easy, CURLOPT_HEADERDATA, slot);
-    curl_easy_setopt(easy, CURLOPT_VERBOSE, 1L);  // routes commands to OnDebug, not stderr
-    curl_easy_setopt(easy, CURLOPT_DEBUGFUNCTION, &OnDebug);
-    curl_easy_setopt(easy, CURLOPT_DEBUGDATA, slot);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, &c);
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &OnOpenSocket);
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &OnCloseSocket);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, slot->errbuf);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, c.errbuf);
     curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);
     curl_easy_setopt(easy, CURLOPT_XFERINFODATA, this);
+    CURLcode code = curl_easy_perform(easy);
+    if (code == CURLE_OK) code = curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &c.fd);
+    if (code == CURLE_OK && c.fd != CURL_SOCKET_BAD) {
+      c.opened = c.last_used = Clock::now();
+      c.messages = 0;
+      return std::nullopt;
+    }
+    Reply failure;
+    if (c.last_reply && c.last_reply->code >= 400) {
+      failure = *c.last_reply;  // greeting, EHLO, STARTTLS or AUTH refused
+    } else {
+      failure.text = curl_easy_strerror(code);
+      if (c.errbuf[0]) failure.text += std::string(": ") + c.errbuf;
+    }
+    failure.session = true;
+    c.Close();
+    return failure;
+  }
+
+  // Waits until the socket is ready (POLLIN or POLLOUT), the deadline passes
+  // or the carrier stops.
+  std::optional<Broken> Wait(const Connection& c, short events, Clock::time_point deadline) {
+    while (true) {
+      if (abort_) return Broken{"shutting down"};
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return Broken{"timed out waiting for the server"};
+      pollfd p{c.fd, events, 0};
+      int n = poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+      if (n > 0) return std::nullopt;
+      if (n < 0 && errno != EINTR) return Broken{std::string("poll: ") + std::strerror(errno)};
+    }
+  }
+
+  std::optional<Broken> Write(Connection& c, std::string_view data, Clock::time_point deadline) {
+    while (!data.empty()) {
+      size_t sent = 0;
+      CURLcode code = curl_easy_send(c.easy, data.data(), data.size(), &sent);
+      if (code == CURLE_AGAIN) {
+        if (auto broken = Wait(c, POLLOUT, deadline)) return broken;
+        continue;
+      }
+      if (code != CURLE_OK) return Broken{std::string("send: ") + curl_easy_strerror(code)};
+      data.remove_prefix(sent);
+    }
+    return std::nullopt;
+  }
+
+  // The next complete reply (all its lines).
+  std::variant<Reply, Broken> Read(Connection& c, Clock::time_point deadline) {
+    while (true) {
+      // A complete reply: lines up to one whose code is followed by a space
+      // (or nothing), not a hyphen.
+      for (size_t start = 0, eol; (eol = c.in.find('\n', start)) != std::string::npos;
+           start = eol + 1) {
+        if (eol - start >= 3 && (eol - start == 3 || c.in[start + 3] != '-')) {
+          Reply reply = ParseSmtpReply(std::string_view(c.in).substr(0, eol + 1));
+          c.in.erase(0, eol + 1);
+          return reply;
+        }
+      }
+      char buffer[4096];
+      size_t got = 0;
+      CURLcode code = curl_easy_recv(c.easy, buffer, sizeof buffer, &got);
+      if (code == CURLE_AGAIN) {
+        if (auto broken = Wait(c, POLLIN, deadline)) return *broken;
+        continue;
+      }
+      if (code != CURLE_OK) return Broken{std::string("receive: ") + curl_easy_strerror(code)};
+      if (got == 0) return Broken{"connection closed by the server"};
+      c.in.append(buffer, got);
+    }
+  }
+
+  // One mail transaction; fills `replies` (one per recipient, as far as the
+  // server answered). Returns why the connection broke, if it did.
+  std::optional<Broken> Transact(Connection& c, const SendRequest& request,
+                                 std::vector<std::optional<Reply>>& replies,
+                                 std::optional<Reply>& mail_reply, std::optional<Reply>& final) {
+    auto deadline = Clock::now() + std::chrono::milliseconds(config_.timeout_ms);
+    std::string mail = "MAIL FROM:<" + request.mail_from + ">";
+    if (c.size) mail += " SIZE=" + std::to_string(request.message->size());
+    bool utf8 = !IsAscii(request.mail_from) ||
+                std::ranges::any_of(request.recipients, [](auto& r) { return !IsAscii(r); });
+    if (utf8 && c.smtputf8) mail += " SMTPUTF8";
+    mail += "\r\n";
+    std::vector<std::string> rcpts;
+    for (const auto& r : request.recipients) rcpts.push_back("RCPT TO:<" + r + ">\r\n");
+
+    auto read = [&](std::optional<Reply>& into) -> std::optional<Broken> {
+      auto got = Read(c, deadline);
+      if (auto* broken = std::get_if<Broken>(&got)) return *broken;
+      into = std::get<Reply>(got);
+      return std::nullopt;
+    };
+    std::optional<Reply> data_reply;
+    if (c.pipelining) {
+      std::string commands = mail;
+      for (const auto& r : rcpts) commands += r;
+      commands += "DATA\r\n";
+      if (auto b = Write(c, commands, deadline)) return b;
+      if (auto b = read(mail_reply)) return b;
+      for (auto& reply : replies) {
+        if (auto b = read(reply)) return b;
+      }
+      if (auto b = read(data_reply)) return b;
+    } else {
+      if (auto b = Write(c, mail, deadline)) return b;
+      if (auto b = read(mail_reply)) return b;
+      if (mail_reply->code / 100 != 2) return Reset(c, deadline);
+      for (size_t i = 0; i < rcpts.size(); ++i) {
+        if (auto b = Write(c, rcpts[i], deadline)) return b;
+        if (auto b = read(replies[i])) return b;
+      }
+      if (std::ranges::none_of(replies, [](auto& r) { return r->code / 100 == 2; })) {
+        return Reset(c, deadline);
+      }
+      if (auto b = Write(c, "DATA\r\n", deadline)) return b;
+      if (auto b = read(data_reply)) return b;
+    }
+    if (data_reply->code != 354) {
+      final = data_reply;
+      return Reset(c, deadline);
+    }
+    bool any = std::ranges::any_of(replies, [](auto& r) { return r->code / 100 == 2; });
+    // With every recipient refused (pipelined), the server may still say 354:
+    // an empty message ends the transaction and nothing is delivered.
+    if (auto b = Write(c, any ? ForData(*request.message) : ".\r\n", deadline)) return b;
+    return read(final);
+  }
+
+  // After a refused transaction the next one starts clean.
+  std::optional<Broken> Reset(Connection& c, Clock::time_point deadline) {
+    if (auto b = Write(c, "RSET\r\n", deadline)) return b;
+    auto got = Read(c, deadline);
+    if (auto* broken = std::get_if<Broken>(&got)) return *broken;
+    return std::nullopt;
+  }
+
+  SendResult Deliver(Connection& c, const SendRequest& request) {
+    auto started = Clock::now();
+    size_t n = request.recipients.size();
+    std::vector<std::optional<Reply>> replies(n);
+    std::optional<Reply> mail_reply, final;
+    std::optional<Reply> failure;  // for every recipient without its own answer
+    std::optional<Broken> broken;
+    for (int tries = 0; tries < 2; ++tries) {
+      auto now = Clock::now();
+      if (c.easy && (now - c.last_used > std::chrono::milliseconds(config_.max_idle_ms) ||
+                     now - c.opened > std::chrono::milliseconds(config_.max_connection_age_ms))) {
+        c.Close();
+      }
+      bool reused = c.easy != nullptr;
+      if (!reused) {
+        if (auto refused = Open(c)) {
+          failure = *refused;
+          break;
+        }
+      }
+      replies.assign(n, std::nullopt);
+      mail_reply.reset();
+      final.reset();
+      broken = Transact(c, request, replies, mail_reply, final);
+      // A reused connection the server has meanwhile closed (or said 421
+      // on) fails before any recipient: once more on a new one.
+      bool dropped = (broken && !mail_reply) || (mail_reply && mail_reply->code == 421);
+      if (!reused || !dropped || replies.empty() || replies[0]) break;
+      c.Close();
+    }
+    c.last_used = Clock::now();
+    bool closing = std::ranges::any_of(replies, [](auto& r) { return r && r->code == 421; }) ||
+                   (mail_reply && mail_reply->code == 421) || (final && final->code == 421);
+    if (broken) failure = Reply{0, "", broken->text};
+    if (broken || closing || ++c.messages >= config_.max_messages_per_connection) c.Close();
+    // A refused MAIL FROM answers for every recipient (their RCPTs only
+    // got "bad sequence").
+    bool mail_refused = mail_reply && mail_reply->code / 100 != 2;
+
+    SendResult result;
+    result.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    for (size_t i = 0; i < n; ++i) {
+      const auto& rcpt = replies[i];
+      if (mail_refused) {
+        result.replies.push_back(*mail_reply);
+      } else if (rcpt && rcpt->code / 100 != 2) {
+        result.replies.push_back(*rcpt);  // this recipient refused
+      } else if (rcpt && final) {
+        result.replies.push_back(*final);
+      } else {
+        result.replies.push_back(failure.value_or(Reply{0, "", "no answer from the server"}));
+      }
+    }
+    if (final && final->code / 100 == 2) {
+      result.provider_id = final->text;
+    } else if (failure) {
+      spdlog::debug("smtp {}: {}: {} {}", config_.name, request.label, failure->code,
+                    failure->text);
+    }
+    return result;
   }
 
   // A connection's thread: takes the next message, sends it, hands the
   // result to the dispatch thread.
   void Work() {
     NameThisThread("mr-smtp");
-    Slot slot;
-    Configure(&slot);
+    Connection connection;
     std::unique_lock lock(mu_);
     while (true) {
       ++idle_;
@@ -228,99 +414,13 @@ class SmtpCarrier final : public Carrier {
       auto [request, done] = std::move(queue_.front());
       queue_.pop_front();
       lock.unlock();
-      slot.request = std::move(request);
-      slot.fresh_retry = false;
-      slot.started = std::chrono::steady_clock::now();
-      std::optional<SendResult> result;
-      while (!result) {
-        Prepare(&slot);
-        result = Finished(&slot, curl_easy_perform(slot.easy));
-      }
-      slot.request = {};
-      home_.Post([this, done = std::move(done), result = std::move(*result)]() mutable {
+      SendResult result = Deliver(connection, request);
+      home_.Post([this, done = std::move(done), result = std::move(result)]() mutable {
         in_flight_.fetch_sub(1);
         done(std::move(result));
       });
       lock.lock();
     }
-  }
-
-  void Prepare(Slot* slot) {
-    CURL* easy = slot->easy;
-    curl_slist_free_all(slot->rcpts);
-    slot->rcpts = nullptr;
-    for (const auto& rcpt : slot->request.recipients) {
-      slot->rcpts = curl_slist_append(slot->rcpts, ("<" + rcpt + ">").c_str());
-    }
-    slot->read_pos = 0;
-    slot->awaiting = Awaiting::kGreeting;
-    slot->rcpt_index = 0;
-    slot->mail_sent = false;
-    slot->line_buffer.clear();
-    slot->rcpt_replies.assign(slot->request.recipients.size(), std::nullopt);
-    slot->data_reply.reset();
-    slot->last_reply.reset();
-    slot->errbuf[0] = '\0';
-    std::string from = "<" + slot->request.mail_from + ">";
-    curl_easy_setopt(easy, CURLOPT_MAIL_FROM, from.c_str());  // copied by libcurl
-    curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, slot->rcpts);
-    curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE,
-                     static_cast<curl_off_t>(slot->request.message->size()));
-    // The last message a connection may carry closes it afterwards (QUIT).
-    bool last = slot->messages_on_connection + 1 >= config_.max_messages_per_connection;
-    curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, last ? 1L : 0L);
-    curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, slot->fresh_retry ? 1L : 0L);
-  }
-
-  // The transfer's result, or nothing when it is to be tried again on a new
-  // connection.
-  std::optional<SendResult> Finished(Slot* slot, CURLcode code) {
-    long connects = 0;
-    curl_easy_getinfo(slot->easy, CURLINFO_NUM_CONNECTS, &connects);
-    bool reused = connects == 0;
-    slot->messages_on_connection = reused ? slot->messages_on_connection + 1 : 1;
-    if (slot->messages_on_connection >= config_.max_messages_per_connection) {
-      slot->messages_on_connection = 0;
-    }
-    bool any_rcpt = std::ranges::any_of(slot->rcpt_replies, [](auto& r) { return r.has_value(); });
-    // A cached connection the server has meanwhile closed (or said 421 on)
-    // fails before any recipient: try once more on a new connection.
-    bool dropped = code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR ||
-                   code == CURLE_GOT_NOTHING || code == CURLE_WEIRD_SERVER_REPLY;
-    if (reused && !any_rcpt && !slot->fresh_retry &&
-        (slot->last_reply ? slot->last_reply->code == 421 : dropped)) {
-      slot->fresh_retry = true;
-      slot->messages_on_connection = 0;
-      return std::nullopt;
-    }
-    SendResult result;
-    result.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - slot->started).count();
-    Reply failure;
-    if (slot->last_reply && slot->last_reply->code >= 400) {
-      failure = *slot->last_reply;  // greeting, EHLO, STARTTLS, AUTH, MAIL or DATA refused
-      failure.session = !slot->mail_sent;
-    } else if (code != CURLE_OK) {
-      failure.text = std::string(curl_easy_strerror(code));
-      if (slot->errbuf[0]) failure.text += std::string(": ") + slot->errbuf;
-    } else {
-      failure = Reply{250, "", "accepted"};
-    }
-    bool body_accepted = slot->data_reply && slot->data_reply->code / 100 == 2;
-    for (const auto& rcpt : slot->rcpt_replies) {
-      if (rcpt && rcpt->code / 100 != 2) {
-        result.replies.push_back(*rcpt);  // this recipient refused
-      } else if (rcpt && slot->data_reply) {
-        result.replies.push_back(*slot->data_reply);
-      } else {
-        result.replies.push_back(failure);
-      }
-    }
-    if (body_accepted) result.provider_id = slot->data_reply->text;
-    if (code != CURLE_OK && !body_accepted) {
-      spdlog::debug("smtp {}: {}: {}", config_.name, slot->request.label, failure.text);
-    }
-    return result;
   }
 
   CarrierConfig config_;
@@ -336,6 +436,7 @@ class SmtpCarrier final : public Carrier {
   std::atomic<size_t> in_flight_{0};
   std::atomic<size_t> open_sockets_{0};
 };
+
 }  // namespace
 
 std::unique_ptr<Carrier> MakeSmtpCarrier(const CarrierConfig& config, CurlLoop& loop) {

@@ -404,6 +404,46 @@ TEST(DeliveryIntegration, CarrierDownForAWhileLosesNothing) {
   EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
 }
 
+// With PIPELINING offered, MAIL, the RCPTs and DATA go out together: each
+// recipient still gets its own answer, and lines starting with "." (which
+// the client doubles) arrive as they were.
+TEST(DeliveryIntegration, PipelinedTransactionsAnswerEachRecipientAndKeepDotLines) {
+  std::string s = UniqueSuffix();
+  ScriptedSmtpServer server(
+      R"({"pipelining": true, "rcpt": {"gone@example.net": ["550 5.1.1 User unknown"]}})");
+  server.Start();
+  MailroomUnderTest mailroom(s, {.top = Delivery(server.port())});
+  mailroom.Start();
+  const std::string raw =
+      "From: app@example.com\r\nTo: user@example.net\r\nSubject: dots\r\n\r\n"
+      ".\r\n.hidden\r\n..two\r\nlast line\r\n";
+  v1::MailJob dots = SampleJob("dots");
+  dots.set_raw_mime(raw);
+  TestProducer producer;
+  std::string topic = "mail.jobs.pipe-" + s;
+  producer.SendJob(topic, To("three", {"a@example.net", "gone@example.net", "b@example.net"}));
+  producer.SendJob(topic, dots);
+  producer.Flush();
+  ASSERT_TRUE(mailroom.WaitFor([&] { return Finished(mailroom) == 2; }, 60000)) << mailroom.log();
+
+  std::map<std::string, json> by_subject;
+  for (const auto& m : server.Messages()) by_subject[m["subject"]] = m;
+  ASSERT_EQ(by_subject.size(), 2u);
+  EXPECT_EQ(DecodeBase64(by_subject["dots"]["data_b64"]), raw);
+  for (const auto& [subject, m] : by_subject) {
+    if (subject != "dots") {
+      EXPECT_EQ(m["rcpt_tos"], json({"a@example.net", "b@example.net"}));
+    }
+  }
+  ASSERT_TRUE(mailroom.WaitFor(
+      [&] { return Metric(mailroom.Metrics(), "mailroom_spool_outbox_pending") == 0; }, 30000));
+  auto events = Events(s);
+  EXPECT_EQ(Trail(events, "three"),
+            (std::vector<std::string>{"ACCEPTED", "DELIVERED a@example.net",
+                                      "BOUNCED gone@example.net", "DELIVERED b@example.net"}));
+  EXPECT_EQ(mailroom.Stop(), 0) << mailroom.log();
+}
+
 // Each connection waits for the answer to its own message only: with the
 // answer to the end of DATA held back, messages on different connections
 // wait for theirs at the same time (libcurl reads that answer in blocking

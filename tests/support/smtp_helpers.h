@@ -33,6 +33,9 @@ class ScriptedSmtpServer {
   std::unique_ptr<Process> process_;
 };
 
+// Decodes a recorded message's "data_b64" (standard alphabet, padded).
+std::string DecodeBase64(const std::string& text);
+
 // Postfix's smtp-sink, dumping every transaction into a file.
 class SmtpSink {
  public:

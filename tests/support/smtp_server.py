@@ -17,6 +17,8 @@ server runs) says how to answer, by recipient address:
   {"rcpt": {"bad@example.com": ["550 5.1.1 User unknown"],
             "slow@example.com": ["451 4.3.0 Try later", "451 4.3.0 Try later", "250 OK"]},
    "data": {"flaky@example.com": ["421 close", "250 OK"]}}
+  {"pipelining": true}
+makes EHLO offer PIPELINING (aiosmtpd reads pipelined commands either way).
   {"data_delay": 0.3}
 delays every answer to the end of DATA by that many seconds; each record
 then carries "answers_pending": how many messages (this one included) were
@@ -75,6 +77,8 @@ class Scripted:
         if not hasattr(session, "number"):
             self.sessions += 1
             session.number = self.sessions
+        if self.script().get("pipelining") and responses:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
