@@ -136,17 +136,20 @@ std::string AddressHeader(std::string_view name,
 // Line endings to CRLF (bare LF and bare CR alike).
 std::string ToCrlf(std::string_view text) {
   std::string out;
-  out.reserve(text.size() + text.size() / 40);
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '\r') {
-      out += kCrlf;
-      if (i + 1 < text.size() && text[i + 1] == '\n') ++i;
-    } else if (c == '\n') {
-      out += kCrlf;
-    } else {
-      out.push_back(c);
+  out.reserve(text.size() + text.size() / 40 + 2);
+  while (!text.empty()) {
+    size_t nl = text.find('\n');  // memchr: whole lines at a time
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    if (nl != std::string_view::npos && !line.empty() && line.back() == '\r') {
+      line.remove_suffix(1);
     }
+    for (size_t cr; (cr = line.find('\r')) != std::string_view::npos;) {  // a bare CR
+      out.append(line.substr(0, cr)).append(kCrlf);
+      line.remove_prefix(cr + 1);
+    }
+    out.append(line);
+    if (nl != std::string_view::npos) out.append(kCrlf);
   }
   return out;
 }
@@ -256,35 +259,53 @@ std::string EncodeBase64(std::string_view data, size_t line_length) {
 
 std::string EncodeQuotedPrintable(std::string_view text) {
   static constexpr char kDigits[] = "0123456789ABCDEF";
+  // Bytes that stand for themselves (space and tab only inside a line).
+  static const std::array<bool, 256> kLiteral = [] {
+    std::array<bool, 256> t{};
+    for (int c = 33; c <= 126; ++c) t[c] = c != '=';
+    t[' '] = t['\t'] = true;
+    return t;
+  }();
+  auto crlf_at = [&](size_t i) {
+    return text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n';
+  };
   std::string out;
   out.reserve(text.size() + text.size() / 8);
-  size_t line = 0;
-  auto emit = [&](std::string_view piece) {
-    if (line + piece.size() > 75) {  // soft break: "=" ends the line at 76
-      out += "=\r\n";
+  size_t line = 0;  // octets on the output line so far; "=" ends a line at 76
+  for (size_t i = 0; i < text.size();) {
+    if (crlf_at(i)) {  // a hard line break
+      out += kCrlf;
       line = 0;
-    }
-    out += piece;
-    line += piece.size();
-  };
-  for (size_t i = 0; i < text.size(); ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') {
-      out += kCrlf;  // hard line break
-      line = 0;
-      ++i;
+      i += 2;
       continue;
     }
-    bool at_line_end = i + 1 == text.size() || text[i + 1] == '\r';
-    bool literal = (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_line_end);
-    // A leading "." or "From " survive any transport untouched when encoded.
-    if (line == 0 && c == '.') literal = false;
-    if (literal) {
-      char ch = static_cast<char>(c);
-      emit(std::string_view(&ch, 1));
-    } else {
-      char enc[3] = {'=', kDigits[c >> 4], kDigits[c & 15]};
-      emit(std::string_view(enc, 3));
+    size_t j = i;  // a run of literal bytes, copied a line's room at a time
+    while (j < text.size() && kLiteral[static_cast<unsigned char>(text[j])]) ++j;
+    if (j > i && (j == text.size() || text[j] == '\r') &&
+        (text[j - 1] == ' ' || text[j - 1] == '\t')) {
+      --j;  // white space before a line end is encoded
+    }
+    while (i < j) {
+      if (line >= 75) {
+        out += "=\r\n";
+        line = 0;
+      }
+      if (line == 0 && text[i] == '.') break;  // a leading "." is encoded
+      size_t take = std::min(j - i, 75 - line);
+      out.append(text.substr(i, take));
+      line += take;
+      i += take;
+    }
+    if (i < text.size() && !crlf_at(i)) {  // one encoded byte
+      if (line + 3 > 75) {
+        out += "=\r\n";
+        line = 0;
+      }
+      auto c = static_cast<unsigned char>(text[i++]);
+      out += '=';
+      out += kDigits[c >> 4];
+      out += kDigits[c & 15];
+      line += 3;
     }
   }
   return out;

@@ -244,5 +244,45 @@ TEST(MimeEncoders, QuotedPrintableKeepsLinesShortAndEscapes) {
   EXPECT_EQ(EncodeHeaderWords("é"), "=?UTF-8?B?w6k=?=");
 }
 
+// Decodes quoted-printable (soft breaks, =XX) for the round trip below.
+std::string DecodeQp(std::string_view qp) {
+  std::string out;
+  for (size_t i = 0; i < qp.size(); ++i) {
+    if (qp[i] != '=') {
+      out.push_back(qp[i]);
+    } else if (qp.substr(i + 1, 2) == "\r\n") {
+      i += 2;
+    } else {
+      out.push_back(static_cast<char>(std::stoi(std::string(qp.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    }
+  }
+  return out;
+}
+
+TEST(MimeEncoders, QuotedPrintableRoundTripsAndStaysSafe) {
+  std::vector<std::string> inputs = {
+      std::string(1000, 'x'),                          // one long line: soft breaks
+      std::string(75, 'y') + ".after a soft break\r\n",  // "." would lead a line
+      ".leading dot\r\n..two\r\n",
+      "tab\t \r\nspace at the end \r\n",
+      "bare\rCR and = signs ==\r\n",
+      "Grüße, ünïcödé " + std::string(200, 'z') + "\r\n",
+  };
+  for (const auto& in : inputs) {
+    std::string qp = EncodeQuotedPrintable(in);
+    EXPECT_EQ(DecodeQp(qp), in);
+    for (size_t start = 0; start < qp.size();) {
+      size_t end = std::min(qp.find("\r\n", start), qp.size());
+      std::string_view line(qp.data() + start, end - start);
+      EXPECT_LE(line.size(), 76u) << line;
+      EXPECT_FALSE(line.starts_with(".")) << line;
+      EXPECT_FALSE(line.ends_with(" ") || line.ends_with("\t")) << line;
+      for (unsigned char c : line) EXPECT_TRUE((c >= 33 && c <= 126) || c == ' ' || c == '\t');
+      start = end + 2;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace mailroom::testing_support
