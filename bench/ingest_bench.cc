@@ -88,6 +88,37 @@ bool Publish(const std::string& brokers, const std::string& topic, int jobs, siz
   return (*producer)->flush(120000) == RdKafka::ERR_NO_ERROR;
 }
 
+// The ceiling Kafka sets on this machine: a bare consumer with ingest's fetch
+// settings, reading the same topic and doing nothing with the records.
+double ConsumeOnly(const std::string& brokers, const std::string& tag, int jobs) {
+  auto conf = mailroom::MakeKafkaConf({{"bootstrap.servers", brokers},
+                                       {"group.id", "bench-consume-" + tag},
+                                       {"auto.offset.reset", "earliest"},
+                                       {"enable.auto.commit", "false"},
+                                       {"max.partition.fetch.bytes", "8388608"},
+                                       {"fetch.max.bytes", "67108864"}});
+  if (!conf) return 0;
+  std::string err;
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer(
+      RdKafka::KafkaConsumer::create(conf->get(), err));
+  if (!consumer || consumer->subscribe({"mail.jobs.bench" + tag}) != RdKafka::ERR_NO_ERROR) {
+    return 0;
+  }
+  Clock::time_point first{};
+  int seen = 0;
+  size_t bytes = 0;
+  auto deadline = Clock::now() + std::chrono::minutes(5);
+  while (seen < jobs && Clock::now() < deadline) {
+    std::unique_ptr<RdKafka::Message> msg(consumer->consume(100));
+    if (msg->err() != RdKafka::ERR_NO_ERROR) continue;
+    if (seen++ == 0) first = Clock::now();
+    bytes += msg->len();
+  }
+  auto end = Clock::now();
+  consumer->close();
+  return seen < jobs || bytes == 0 ? 0 : (jobs - 1) / Seconds(first, end);
+}
+
 // Mailroom ingest: time from the first spooled job to the last.
 double Ingest(const std::string& brokers, const std::string& dir, const std::string& tag,
               int jobs) {
@@ -117,7 +148,7 @@ double Ingest(const std::string& brokers, const std::string& dir, const std::str
       at_first = n;
     }
     if (n >= jobs) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   auto end = Clock::now();
   int64_t done = (*spool)->Stats().queued_jobs;
@@ -167,13 +198,14 @@ int main(int argc, char** argv) {
       rounds);
   std::printf(
       "| job size | jobs | raw RocksDB, same job bytes (jobs/s) | raw RocksDB, spool's write set "
-      "(jobs/s) "
-      "| Kafka → mailroom spool (jobs/s) | ingest / raw | ingest / raw write set |\n");
-  std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
+      "(jobs/s) | Kafka consumer alone (jobs/s) "
+      "| Kafka → mailroom spool (jobs/s) | ingest / raw | ingest / raw write set "
+      "| ingest / Kafka alone |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (size_t i = 0; i < sizes.size(); ++i) {
     int jobs = static_cast<int>(counts[std::min(i, counts.size() - 1)]);
     size_t bytes = static_cast<size_t>(sizes[i]);
-    std::vector<double> raw, shaped, ingest;
+    std::vector<double> raw, shaped, consume, ingest;
     for (int r = 0; r < rounds; ++r) {
       std::string topic_tag = tag + "s" + std::to_string(bytes) + "r" + std::to_string(r);
       if (!Publish(brokers, "mail.jobs.bench" + topic_tag, jobs, bytes)) {
@@ -187,13 +219,16 @@ int main(int argc, char** argv) {
       sync();
       shaped.push_back(RawRocksDb(dir + "/raw", jobs, bytes, 1000, true));
       sync();
+      consume.push_back(ConsumeOnly(brokers, topic_tag, jobs));
       ingest.push_back(Ingest(brokers, dir + "/spool", topic_tag, jobs));
       sync();
     }
-    double m_raw = Median(raw), m_shaped = Median(shaped), m_ingest = Median(ingest);
-    std::printf("| %zu B | %d | %.0f | %.0f | %.0f | %.0f %% | %.0f %% |\n", bytes, jobs, m_raw,
-                m_shaped, m_ingest, m_raw > 0 ? 100 * m_ingest / m_raw : 0,
-                m_shaped > 0 ? 100 * m_ingest / m_shaped : 0);
+    double m_raw = Median(raw), m_shaped = Median(shaped), m_consume = Median(consume),
+           m_ingest = Median(ingest);
+    auto pct = [](double a, double b) { return b > 0 ? 100 * a / b : 0; };
+    std::printf("| %zu B | %d | %.0f | %.0f | %.0f | %.0f | %.0f %% | %.0f %% | %.0f %% |\n", bytes,
+                jobs, m_raw, m_shaped, m_consume, m_ingest, pct(m_ingest, m_raw),
+                pct(m_ingest, m_shaped), pct(m_ingest, m_consume));
     std::fflush(stdout);
   }
   return 0;
