@@ -41,8 +41,9 @@ mailroom::v1::MailJob Job(const std::string& id, size_t bytes) {
 }
 
 // Raw RocksDB: `jobs` values of `bytes` in synced batches of `batch`. With
-// `spool_shaped`, each job also writes what the spool writes beside it: a
-// due-index key and a ~120-byte ACCEPTED event.
+// `spool_shaped`, each job also writes what the spool writes beside its body:
+// a ~200-byte job record, a due-index key, an age-index key and a ~150-byte
+// ACCEPTED event (five keys a job, as Spool::CommitIngest writes).
 double RawRocksDb(const std::string& dir, int jobs, size_t bytes, int batch, bool spool_shaped) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
@@ -61,8 +62,10 @@ double RawRocksDb(const std::string& dir, int jobs, size_t bytes, int batch, boo
       std::string key = "bench\0job-" + std::to_string(i);
       wb.Put(key, value);
       if (spool_shaped) {
+        wb.Put("rec" + key, std::string(200, 'r'));
         wb.Put("due" + key, "");
-        wb.Put("evt" + key, std::string(120, 'e'));
+        wb.Put("age" + key, "");
+        wb.Put("evt" + key, std::string(150, 'e'));
       }
     }
     if (!db->Write(wo, &wb).ok()) return 0;
