@@ -30,6 +30,9 @@ struct KafkaConfig {
   std::string deadletter_topic = "mail.deadletter";
   // Largest poll batch written as one synced WriteBatch. Default: 1000.
   int batch_max_messages = 1000;
+  // Largest poll batch in payload bytes (a batch closes once it reaches
+  // this), so large jobs make short synced writes. Default: 16 MiB.
+  uint64_t batch_max_bytes = 16ull << 20;
   // Longest wait to fill a batch, in milliseconds. Default: 20.
   int batch_max_wait_ms = 20;
   // Consumer session timeout (ms). Default: 10000.

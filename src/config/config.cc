@@ -97,12 +97,13 @@ class Section {
     out = static_cast<Int>(v);
   }
 
-  void Bytes(const std::string& key, uint64_t& out) {
+  void Bytes(const std::string& key, uint64_t& out, uint64_t min = 0) {
     auto n = Get(key);
     if (!n || n.IsNull()) return;
     if (!n.IsScalar()) Throw(Key(key), "must be a size such as 512MiB");
     auto r = ParseByteSize(n.Scalar());
     if (!r) Throw(Key(key), r.error().message);
+    if (*r < min) Throw(Key(key), "must be at least " + std::to_string(min) + " bytes");
     out = *r;
   }
 
@@ -329,6 +330,7 @@ Config ParseRoot(const YAML::Node& root) {
     k.String("topic_prefix", c.kafka.topic_prefix);
     k.String("deadletter_topic", c.kafka.deadletter_topic);
     k.Integer("batch_max_messages", c.kafka.batch_max_messages, 1, 100000);
+    k.Bytes("batch_max_bytes", c.kafka.batch_max_bytes, 1);
     k.Integer("batch_max_wait_ms", c.kafka.batch_max_wait_ms, 0, 10000);
     k.Integer("session_timeout_ms", c.kafka.session_timeout_ms, 1000, 3600000);
     k.StringMap("properties", c.kafka.properties);

@@ -238,7 +238,9 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     const auto& k = config_.kafka;
     auto deadline = batch.empty() ? Clock::time_point::max()
                                   : Clock::now() + std::chrono::milliseconds(k.batch_max_wait_ms);
-    while (batch.size() < static_cast<size_t>(k.batch_max_messages)) {
+    uint64_t bytes = 0;
+    for (const auto& m : batch) bytes += m->len();
+    while (batch.size() < static_cast<size_t>(k.batch_max_messages) && bytes < k.batch_max_bytes) {
       int timeout = 100;
       if (deadline != Clock::time_point::max()) {
         timeout = static_cast<int>(std::max<int64_t>(
@@ -253,6 +255,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
         if (deadline == Clock::time_point::max()) break;
         continue;
       }
+      bytes += msg->len();
       batch.push_back(std::move(msg));
       if (deadline == Clock::time_point::max()) {
         deadline = Clock::now() + std::chrono::milliseconds(k.batch_max_wait_ms);

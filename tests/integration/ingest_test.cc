@@ -201,5 +201,32 @@ TEST(IngestIntegration, RestartOverTheSameSpoolAddsNoDuplicates) {
   ASSERT_EQ(second.Stop(), 0);
 }
 
+// Large jobs close a batch by its bytes (kafka.batch_max_bytes), not by its
+// count, so a synced write stays short.
+TEST(IngestIntegration, BatchesCloseAtTheirByteLimit) {
+  std::string s = UniqueSuffix();
+  const std::string topic = "mail.jobs.big-" + s;
+  constexpr int kJobs = 40;
+  {
+    TestProducer producer;
+    for (int i = 0; i < kJobs; ++i) {
+      v1::MailJob job = SampleJob("big-" + std::to_string(i));
+      job.set_text_body(std::string(50 * 1024, 'b'));
+      producer.SendJob(topic, job);
+    }
+  }
+  MailroomUnderTest mailroom(s, {.kafka = "  batch_max_bytes: 200KiB\n"});
+  mailroom.Start();
+  ASSERT_TRUE(mailroom.WaitFor(
+      [&] { return Metric(mailroom.Metrics(), "mailroom_ingest_batch_records_sum") == kJobs; },
+      60000))
+      << mailroom.log();
+  EXPECT_EQ(Queued(mailroom), kJobs);
+  std::string metrics = mailroom.Metrics();
+  // At most four 50 KiB jobs a batch (the fourth reaches 200 KiB).
+  EXPECT_GE(Metric(metrics, "mailroom_ingest_batch_records_count"), kJobs / 4);
+  ASSERT_EQ(mailroom.Stop(), 0);
+}
+
 }  // namespace
 }  // namespace mailroom::testing_support

@@ -35,6 +35,7 @@ kafka:
   topic_prefix: jobs.
   deadletter_topic: dlq
   batch_max_messages: 500
+  batch_max_bytes: 4MiB
   batch_max_wait_ms: 5
   session_timeout_ms: 6000
   properties: {security.protocol: SASL_SSL}
@@ -54,6 +55,7 @@ tenants:
 )");
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->kafka.group_instance_id, "pod-0");
+  EXPECT_EQ(c->kafka.batch_max_bytes, 4ull << 20);
   EXPECT_EQ(c->kafka.properties.at("security.protocol"), "SASL_SSL");
   EXPECT_EQ(c->spool.blob_min_bytes, 8192u);
   EXPECT_EQ(c->spool.high_water.spool_bytes, 1ull << 30);
@@ -70,6 +72,8 @@ TEST(Config, ErrorsNameTheKey) {
             "kafka.batch_max_messages: must be an integer, got 'lots'");
   EXPECT_EQ(ErrorOf("kafka:\n  batch_max_messages: 0\n"),
             "kafka.batch_max_messages: must be between 1 and 100000");
+  EXPECT_EQ(ErrorOf("kafka:\n  batch_max_bytes: 0\n"),
+            "kafka.batch_max_bytes: must be at least 1 bytes");
   EXPECT_EQ(ErrorOf("spool:\n  block_cache_bytes: 12XB\n"),
             "spool.block_cache_bytes: unknown size unit 'XB' (use B, KiB, MiB, GiB, KB, MB, GB)");
   EXPECT_EQ(ErrorOf("http:\n  listen: nowhere\n"), "http.listen: must be host:port, got 'nowhere'");

@@ -262,7 +262,7 @@ std::string DecodeQp(std::string_view qp) {
 
 TEST(MimeEncoders, QuotedPrintableRoundTripsAndStaysSafe) {
   std::vector<std::string> inputs = {
-      std::string(1000, 'x'),                          // one long line: soft breaks
+      std::string(1000, 'x'),                            // one long line: soft breaks
       std::string(75, 'y') + ".after a soft break\r\n",  // "." would lead a line
       ".leading dot\r\n..two\r\n",
       "tab\t \r\nspace at the end \r\n",
