@@ -5,14 +5,19 @@
 
 #include <prometheus/registry.h>
 
+#include <curl/curl.h>
+
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "mailroom/config.h"
 #include "mailroom/dispatcher.h"
 #include "mailroom/outcome.h"
 #include "mailroom/spool.h"
+#include "mailroom/transport.h"
 #include "scheduler/rate_limiter.h"
 #include "support/temp_dir.h"
 
@@ -251,6 +256,37 @@ TEST(SpoolUpdates, StateEventsSuppressionsAndDueEntryMoveTogether) {
 // Jobs spooled while the dispatcher scans the due index (their due time lies
 // before where the scan stops) must still be found: the wakeup carries their
 // due time. Ingest's batches are built a moment before they are written.
+// The dispatch thread's loop: a transfer's callback runs inside Run(), and a
+// function posted from another thread (a carrier's result) wakes Run() and
+// runs on the loop's thread.
+TEST(CurlLoop, RunsTransfersAndPostedFunctionsOnItsThread) {
+  TempDir dir("mailroom-loop");
+  std::string path = (std::filesystem::path(dir.path()) / "in.txt").string();
+  std::ofstream(path) << "hello";
+  CurlLoop loop;
+  CURL* easy = curl_easy_init();
+  std::string url = "file://" + path, got;
+  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &got);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION,
+                   +[](char* data, size_t size, size_t n, void* user) {
+                     static_cast<std::string*>(user)->append(data, size * n);
+                     return size * n;
+                   });
+  int result = -1;
+  loop.Add(easy, [&](int code) { result = code; });
+  for (int turns = 0; result < 0 && turns < 100; ++turns) loop.Run(100);
+  EXPECT_EQ(result, CURLE_OK);
+  EXPECT_EQ(got, "hello");
+  curl_easy_cleanup(easy);
+
+  std::atomic<std::thread::id> ran_on{};
+  std::thread poster([&] { loop.Post([&] { ran_on = std::this_thread::get_id(); }); });
+  poster.join();
+  loop.Run(60'000);  // returns once the posted function ran, not after a minute
+  EXPECT_EQ(ran_on.load(), std::this_thread::get_id());
+}
+
 TEST(Dispatcher, DeliversJobsSpooledWhileItScans) {
   TempDir dir;
   auto config = ParseConfig("spool: {path: " + dir / "spool" +
