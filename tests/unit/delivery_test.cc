@@ -268,11 +268,11 @@ TEST(CurlLoop, RunsTransfersAndPostedFunctionsOnItsThread) {
   std::string url = "file://" + path, got;
   curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &got);
-  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION,
-                   +[](char* data, size_t size, size_t n, void* user) {
-                     static_cast<std::string*>(user)->append(data, size * n);
-                     return size * n;
-                   });
+  curl_easy_setopt(
+      easy, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t n, void* user) {
+        static_cast<std::string*>(user)->append(data, size * n);
+        return size * n;
+      });
   int result = -1;
   loop.Add(easy, [&](int code) { result = code; });
   for (int turns = 0; result < 0 && turns < 100; ++turns) loop.Run(100);
