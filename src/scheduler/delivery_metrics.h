@@ -7,7 +7,15 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <string>
+#include <unordered_map>
+
 namespace mailroom {
+
+inline const prometheus::Histogram::BucketBoundaries kAttemptBuckets = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+inline const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400};
 
 struct DeliveryMetrics {
   explicit DeliveryMetrics(prometheus::Registry& r)
@@ -76,11 +84,27 @@ struct DeliveryMetrics {
   prometheus::Family<prometheus::Gauge>& carrier_in_flight;
   prometheus::Gauge& held;
   prometheus::Counter& commit_errors;
-};
 
-inline const prometheus::Histogram::BucketBoundaries kAttemptBuckets = {
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
-inline const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
-    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400};
+  // The instruments of every delivery, looked up once per carrier and tenant
+  // (Family::Add builds and hashes a label map on each call).
+  struct Hot {
+    prometheus::Counter* delivered;
+    prometheus::Histogram* attempt_seconds;
+    prometheus::Histogram* queue_latency;
+  };
+  Hot& HotFor(const std::string& carrier, const std::string& tenant) {
+    auto [it, added] = hot_.try_emplace(carrier + '\0' + tenant);
+    if (added) {
+      it->second = {
+          &deliveries.Add({{"carrier", carrier}, {"tenant", tenant}, {"outcome", "delivered"}}),
+          &attempt_seconds.Add({{"carrier", carrier}}, kAttemptBuckets),
+          &queue_latency.Add({{"carrier", carrier}}, kLatencyBuckets)};
+    }
+    return it->second;
+  }
+
+ private:
+  std::unordered_map<std::string, Hot> hot_;  // dispatch thread only
+};
 
 }  // namespace mailroom

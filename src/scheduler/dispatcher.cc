@@ -18,6 +18,7 @@
 #include "mailroom/transport.h"
 #include "scheduler/committer.h"
 #include "scheduler/delivery_metrics.h"
+#include "scheduler/job_updates.h"
 #include "scheduler/rate_limiter.h"
 #include "util/ascii.h"
 #include "util/thread_name.h"
@@ -35,36 +36,6 @@ int64_t NowUs() {
 
 std::string DomainOf(const std::string& email) {
   return AsciiLower(std::string_view(email).substr(email.rfind('@') + 1));
-}
-
-// The job's state follows its recipients: unfinished while any is; then the
-// best outcome any recipient had.
-v1::JobState JobStateOf(const v1::JobRecord& record) {
-  bool delivered = false, bounced = false, expired = false, suppressed = false;
-  for (const auto& r : record.recipients()) {
-    if (!IsFinished(r.state())) {
-      return record.attempts() > 0 ? v1::JOB_STATE_DEFERRED : v1::JOB_STATE_QUEUED;
-    }
-    delivered |= r.state() == v1::JOB_STATE_DELIVERED;
-    bounced |= r.state() == v1::JOB_STATE_BOUNCED;
-    expired |= r.state() == v1::JOB_STATE_EXPIRED;
-    suppressed |= r.state() == v1::JOB_STATE_SUPPRESSED;
-  }
-  if (delivered) return v1::JOB_STATE_DELIVERED;
-  if (bounced) return v1::JOB_STATE_BOUNCED;
-  if (expired) return v1::JOB_STATE_EXPIRED;
-  if (suppressed) return v1::JOB_STATE_SUPPRESSED;
-  return v1::JOB_STATE_CANCELLED;
-}
-
-// Keep the record's history short: the first entry and the latest ones.
-void AddHistory(v1::JobRecord& record, int64_t now_ms, const std::string& note) {
-  constexpr int kMaxHistory = 20;
-  auto* h = record.add_history();
-  h->set_time_ms(now_ms);
-  h->set_state(record.state());
-  h->set_note(note);
-  if (record.history_size() > kMaxHistory) record.mutable_history()->DeleteSubrange(1, 1);
 }
 
 }  // namespace
@@ -241,44 +212,17 @@ class Dispatcher::Impl {
     return expiry;
   }
 
-  v1::DeliveryEvent EventFor(const v1::JobRecord& record, v1::EventType type,
-                             const std::string& recipient, int64_t now_ms) {
-    v1::DeliveryEvent event;
-    event.set_job_id(record.job().id());
-    event.set_tenant(record.tenant());
-    event.set_type(type);
-    event.set_recipient(recipient);
-    event.set_attempt(record.attempts());
-    event.set_carrier(record.carrier());
-    event.set_message_id(record.message_id());
-    *event.mutable_event_time() = TimeUtil::MillisecondsToTimestamp(now_ms);
-    *event.mutable_accepted_time() = TimeUtil::MillisecondsToTimestamp(record.accepted_ms());
-    *event.mutable_metadata() = record.job().metadata();
-    return event;
-  }
-
   // Finishes recipients without sending (expiry, suppression) and, when no
   // recipient is left to send to, the job.
   void Finish(Work& w, const std::vector<int>& which, v1::JobState state, int64_t now_ms,
               JobUpdate& update, const std::string& category, const std::string& detail) {
-    auto type = state == v1::JOB_STATE_EXPIRED ? v1::EXPIRED : v1::SUPPRESSED;
+    FinishUnsent(w.record, which, state, now_ms, category, detail, update);
     auto& family = state == v1::JOB_STATE_EXPIRED ? metrics_.expired : metrics_.suppressed;
-    for (int i : which) {
-      auto* rcpt = w.record.mutable_recipients(i);
-      rcpt->set_state(state);
-      rcpt->set_category(category);
-      rcpt->set_updated_ms(now_ms);
-      auto event = EventFor(w.record, type, rcpt->address(), now_ms);
-      event.set_category(category);
-      event.set_detail(detail);
-      update.events.push_back(std::move(event));
-      family.Add({{"tenant", w.record.tenant()}}).Increment();
-      metrics_.deliveries
-          .Add({{"carrier", w.carrier},
-                {"tenant", w.record.tenant()},
-                {"outcome", StateLabel(state)}})
-          .Increment();
-    }
+    const std::string& tenant = w.record.tenant();
+    family.Add({{"tenant", tenant}}).Increment(static_cast<double>(which.size()));
+    metrics_.deliveries
+        .Add({{"carrier", w.carrier}, {"tenant", tenant}, {"outcome", StateLabel(state)}})
+        .Increment(static_cast<double>(which.size()));
   }
 
   void Admit(v1::JobRecord record, int64_t now_ms) {
@@ -435,24 +379,6 @@ class Dispatcher::Impl {
     return false;
   }
 
-  // The instruments of every delivery, looked up once per carrier and tenant
-  // (Family::Add builds and hashes a label map on each call).
-  struct HotMetrics {
-    prometheus::Counter* delivered;
-    prometheus::Histogram* attempt_seconds;
-    prometheus::Histogram* queue_latency;
-  };
-  HotMetrics& HotFor(const std::string& carrier, const std::string& tenant) {
-    auto [it, added] = hot_.try_emplace(carrier + '\0' + tenant);
-    if (added) {
-      it->second = {&metrics_.deliveries.Add(
-                        {{"carrier", carrier}, {"tenant", tenant}, {"outcome", "delivered"}}),
-                    &metrics_.attempt_seconds.Add({{"carrier", carrier}}, kAttemptBuckets),
-                    &metrics_.queue_latency.Add({{"carrier", carrier}}, kLatencyBuckets)};
-    }
-    return it->second;
-  }
-
   void Send(const std::string& key, Work& w) {
     SendRequest request;
     request.mail_from = w.record.job().from().email();
@@ -473,7 +399,7 @@ class Dispatcher::Impl {
     record.set_attempts(attempt);
     record.set_carrier(w.carrier);
     record.set_message_id(w.message_id);
-    HotMetrics& hot = HotFor(w.carrier, record.tenant());
+    DeliveryMetrics::Hot& hot = metrics_.HotFor(w.carrier, record.tenant());
     hot.attempt_seconds->Observe(result.seconds);
 
     JobUpdate update;
@@ -483,72 +409,30 @@ class Dispatcher::Impl {
     int64_t retry_at = std::max(
         now_ms + 1, std::min(now_ms + BackoffMs(config_.delivery.backoff, attempt, unit_(rng_)),
                              ExpiryMs(record)));
+    auto verdicts = ApplyAttempt(record, w.pending, result.replies, now_ms, retry_at, update);
     size_t delivered = 0, deferred = 0, bounced = 0;
-    for (size_t n = 0; n < w.pending.size(); ++n) {
-      auto* rcpt = record.mutable_recipients(w.pending[n]);
-      const Reply& reply = n < result.replies.size() ? result.replies[n] : Reply{};
-      Classification c = Classify(reply);
-      rcpt->set_attempts(rcpt->attempts() + 1);
-      rcpt->set_last_reply_code(static_cast<uint32_t>(reply.code));
-      rcpt->set_last_enhanced_status(reply.enhanced);
-      rcpt->set_last_diagnostic(reply.text);
-      rcpt->set_category(std::string(c.category));
-      rcpt->set_updated_ms(now_ms);
-      v1::EventType type = v1::DELIVERED;
-      std::string outcome = "delivered";
+    for (const Classification& c : verdicts) {
       if (c.verdict == Verdict::kDelivered) {
-        rcpt->set_state(v1::JOB_STATE_DELIVERED);
         hot.queue_latency->Observe(static_cast<double>(now_ms - record.accepted_ms()) / 1000.0);
         hot.delivered->Increment();
         ++delivered;
-      } else if (c.verdict == Verdict::kPermanent) {
-        rcpt->set_state(v1::JOB_STATE_BOUNCED);
-        type = v1::BOUNCED;
-        outcome = "bounced";
-        ++bounced;
-        if (c.category == "invalid_recipient") {
-          v1::Suppression s;
-          s.set_address(AsciiLower(rcpt->address()));
-          s.set_reason("bounce");
-          s.set_category(std::string(c.category));
-          s.set_time_ms(now_ms);
-          s.set_source_job_id(record.job().id());
-          s.set_reply_code(static_cast<uint32_t>(reply.code));
-          s.set_enhanced_status(reply.enhanced);
-          s.set_diagnostic(reply.text);
-          update.suppress.push_back(std::move(s));
-        }
-      } else {
-        rcpt->set_state(v1::JOB_STATE_DEFERRED);
-        type = v1::DEFERRED;
-        outcome = "deferred";
-        ++deferred;
-        metrics_.retries.Add({{"carrier", w.carrier}, {"category", std::string(c.category)}})
-            .Increment();
+        continue;
       }
-      if (c.verdict != Verdict::kDelivered) {
-        metrics_.bounces
-            .Add({{"carrier", w.carrier},
-                  {"tenant", record.tenant()},
-                  {"type", c.verdict == Verdict::kPermanent ? "hard" : "soft"},
-                  {"category", std::string(c.category)}})
-            .Increment();
-      }
-      if (c.verdict != Verdict::kDelivered) {
-        metrics_.deliveries
-            .Add({{"carrier", w.carrier}, {"tenant", record.tenant()}, {"outcome", outcome}})
-            .Increment();
-      }
-      auto event = EventFor(record, type, rcpt->address(), now_ms);
-      event.set_reply_code(static_cast<uint32_t>(reply.code));
-      event.set_enhanced_status(reply.enhanced);
-      event.set_diagnostic(reply.text);
-      event.set_category(std::string(c.category));
-      if (type == v1::DEFERRED) {
-        event.set_detail("retry at " +
-                         TimeUtil::ToString(TimeUtil::MillisecondsToTimestamp(retry_at)));
-      }
-      update.events.push_back(std::move(event));
+      bool hard = c.verdict == Verdict::kPermanent;
+      ++(hard ? bounced : deferred);
+      std::string category(c.category);
+      if (!hard) metrics_.retries.Add({{"carrier", w.carrier}, {"category", category}}).Increment();
+      metrics_.bounces
+          .Add({{"carrier", w.carrier},
+                {"tenant", record.tenant()},
+                {"type", hard ? "hard" : "soft"},
+                {"category", category}})
+          .Increment();
+      metrics_.deliveries
+          .Add({{"carrier", w.carrier},
+                {"tenant", record.tenant()},
+                {"outcome", hard ? "bounced" : "deferred"}})
+          .Increment();
     }
     record.set_state(JobStateOf(record));
     if (IsFinished(record.state())) {
@@ -624,7 +508,6 @@ class Dispatcher::Impl {
   std::vector<JobUpdate> updates_;  // outcomes of this loop turn, for the committer
   std::unique_ptr<Committer> committer_;
   int64_t next_renewal_ms_ = 0;
-  std::unordered_map<std::string, HotMetrics> hot_;
   std::atomic<bool> commit_failing_{false};
   static constexpr size_t kLeaseChunk = 128;
   bool more_due_ = false;  // the last lease filled its chunk: more may be due now
