@@ -216,6 +216,7 @@ class Dispatcher::Impl {
   // recipient is left to send to, the job.
   void Finish(Work& w, const std::vector<int>& which, v1::JobState state, int64_t now_ms,
               JobUpdate& update, const std::string& category, const std::string& detail) {
+    if (which.empty()) return;
     FinishUnsent(w.record, which, state, now_ms, category, detail, update);
     auto& family = state == v1::JOB_STATE_EXPIRED ? metrics_.expired : metrics_.suppressed;
     const std::string& tenant = w.record.tenant();
