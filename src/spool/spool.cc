@@ -56,6 +56,9 @@ rocksdb::ColumnFamilyOptions FamilyOptions(const std::string& name, const SpoolC
     cf.blob_compression_type = rocksdb::kLZ4Compression;
     cf.enable_blob_garbage_collection = true;
     cf.write_buffer_size = 64 << 20;
+    // Bursts of large jobs fill a memtable faster than one flushes: more
+    // memtables in hand instead of stopping writes (RocksDB's default is 2).
+    cf.max_write_buffer_number = 4;
   }
   if (name == "jobs") {
     // Ingest looks every new job up first and almost all are absent: a
