@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -105,6 +106,7 @@ class SmtpCarrier final : public Carrier {
       if (easy) curl_easy_cleanup(easy);  // says QUIT if the connection is still up
       easy = nullptr;
       in.clear();
+      announced = false;
     }
     CURL* easy = nullptr;
     curl_socket_t fd = CURL_SOCKET_BAD;
@@ -112,6 +114,8 @@ class SmtpCarrier final : public Carrier {
     uint32_t messages = 0;
     bool pipelining = false, size = false, smtputf8 = false;  // offered in EHLO
     std::string in;                                           // received, not yet read as replies
+    // The next message's MAIL, RCPT and DATA went out behind the last body.
+    bool announced = false;
     // While connecting: the server's reply lines, for its capabilities and
     // for the reason when it refuses.
     std::string lines;
@@ -273,20 +277,39 @@ class SmtpCarrier final : public Carrier {
     }
   }
 
-  // One mail transaction; fills `replies` (one per recipient, as far as the
-  // server answered). Returns why the connection broke, if it did.
-  std::optional<Broken> Transact(Connection& c, const SendRequest& request,
-                                 std::vector<std::optional<Reply>>& replies,
-                                 std::optional<Reply>& mail_reply, std::optional<Reply>& final) {
-    auto deadline = Clock::now() + std::chrono::milliseconds(config_.timeout_ms);
+  // The transaction's commands: MAIL FROM, one RCPT TO per recipient, DATA.
+  static std::vector<std::string> Commands(const Connection& c, const SendRequest& request) {
     std::string mail = "MAIL FROM:<" + request.mail_from + ">";
     if (c.size) mail += " SIZE=" + std::to_string(request.message->size());
     bool utf8 = !IsAscii(request.mail_from) ||
                 std::ranges::any_of(request.recipients, [](auto& r) { return !IsAscii(r); });
     if (utf8 && c.smtputf8) mail += " SMTPUTF8";
-    mail += "\r\n";
-    std::vector<std::string> rcpts;
-    for (const auto& r : request.recipients) rcpts.push_back("RCPT TO:<" + r + ">\r\n");
+    std::vector<std::string> out = {mail + "\r\n"};
+    for (const auto& r : request.recipients) out.push_back("RCPT TO:<" + r + ">\r\n");
+    out.push_back("DATA\r\n");
+    return out;
+  }
+
+  static std::string Joined(const std::vector<std::string>& commands) {
+    std::string out;
+    for (const auto& command : commands) out += command;
+    return out;
+  }
+
+  // The message, if any, to announce behind this one's body (pipelining).
+  using NextMessage = std::function<const SendRequest*()>;
+
+  // One mail transaction; fills `replies` (one per recipient, as far as the
+  // server answered). With pipelining, the next message's commands (from
+  // `next`) go out behind the body, saving it a round trip. Returns why the
+  // connection broke, if it did.
+  std::optional<Broken> Transact(Connection& c, const SendRequest& request,
+                                 std::vector<std::optional<Reply>>& replies,
+                                 std::optional<Reply>& mail_reply, std::optional<Reply>& final,
+                                 const NextMessage& next) {
+    auto deadline = Clock::now() + std::chrono::milliseconds(config_.timeout_ms);
+    std::vector<std::string> commands = Commands(c, request);
+    const std::string& mail = commands.front();
 
     auto read = [&](std::optional<Reply>& into) -> std::optional<Broken> {
       auto got = Read(c, deadline);
@@ -296,10 +319,10 @@ class SmtpCarrier final : public Carrier {
     };
     std::optional<Reply> data_reply;
     if (c.pipelining) {
-      std::string commands = mail;
-      for (const auto& r : rcpts) commands += r;
-      commands += "DATA\r\n";
-      if (auto b = Write(c, commands, deadline)) return b;
+      if (!c.announced) {
+        if (auto b = Write(c, Joined(commands), deadline)) return b;
+      }
+      c.announced = false;
       if (auto b = read(mail_reply)) return b;
       for (auto& reply : replies) {
         if (auto b = read(reply)) return b;
@@ -309,14 +332,14 @@ class SmtpCarrier final : public Carrier {
       if (auto b = Write(c, mail, deadline)) return b;
       if (auto b = read(mail_reply)) return b;
       if (mail_reply->code / 100 != 2) return Reset(c, deadline);
-      for (size_t i = 0; i < rcpts.size(); ++i) {
-        if (auto b = Write(c, rcpts[i], deadline)) return b;
+      for (size_t i = 0; i < replies.size(); ++i) {
+        if (auto b = Write(c, commands[i + 1], deadline)) return b;
         if (auto b = read(replies[i])) return b;
       }
       if (std::ranges::none_of(replies, [](auto& r) { return r->code / 100 == 2; })) {
         return Reset(c, deadline);
       }
-      if (auto b = Write(c, "DATA\r\n", deadline)) return b;
+      if (auto b = Write(c, commands.back(), deadline)) return b;
       if (auto b = read(data_reply)) return b;
     }
     if (data_reply->code != 354) {
@@ -326,7 +349,15 @@ class SmtpCarrier final : public Carrier {
     bool any = std::ranges::any_of(replies, [](auto& r) { return r->code / 100 == 2; });
     // With every recipient refused (pipelined), the server may still say 354:
     // an empty message ends the transaction and nothing is delivered.
-    if (auto b = Write(c, any ? ForData(*request.message) : ".\r\n", deadline)) return b;
+    std::string out = any ? ForData(*request.message) : ".\r\n";
+    // Announce the next message only on a connection that will carry it.
+    const SendRequest* following = nullptr;
+    if (any && c.pipelining && next && c.messages + 1 < config_.max_messages_per_connection) {
+      following = next();
+    }
+    if (following) out += Joined(Commands(c, *following));
+    if (auto b = Write(c, out, deadline)) return b;
+    c.announced = following != nullptr;
     return read(final);
   }
 
@@ -338,7 +369,7 @@ class SmtpCarrier final : public Carrier {
     return std::nullopt;
   }
 
-  SendResult Deliver(Connection& c, const SendRequest& request) {
+  SendResult Deliver(Connection& c, const SendRequest& request, const NextMessage& next) {
     auto started = Clock::now();
     size_t n = request.recipients.size();
     std::vector<std::optional<Reply>> replies(n);
@@ -361,7 +392,7 @@ class SmtpCarrier final : public Carrier {
       replies.assign(n, std::nullopt);
       mail_reply.reset();
       final.reset();
-      broken = Transact(c, request, replies, mail_reply, final);
+      broken = Transact(c, request, replies, mail_reply, final, next);
       // A reused connection the server has meanwhile closed (or said 421
       // on) fails before any recipient: once more on a new one.
       bool dropped = (broken && !mail_reply) || (mail_reply && mail_reply->code == 421);
@@ -400,26 +431,41 @@ class SmtpCarrier final : public Carrier {
     return result;
   }
 
-  // A connection's thread: takes the next message, sends it, hands the
-  // result to the dispatch thread.
-  void Work() {
-    NameThisThread("mr-smtp");
-    Connection connection;
+  using Queued = std::pair<SendRequest, SendCallback>;
+
+  // The oldest waiting message; waits for one unless `wait` is false.
+  std::optional<Queued> Take(bool wait) {
     std::unique_lock lock(mu_);
-    while (true) {
+    if (wait) {
       ++idle_;
       ready_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       --idle_;
-      if (stop_) return;
-      auto [request, done] = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      SendResult result = Deliver(connection, request);
-      home_.Post([this, done = std::move(done), result = std::move(result)]() mutable {
+    }
+    if (stop_ || queue_.empty()) return std::nullopt;
+    Queued queued = std::move(queue_.front());
+    queue_.pop_front();
+    return queued;
+  }
+
+  // A connection's thread: takes the next message, sends it, hands the
+  // result to the dispatch thread. A message taken to be announced behind
+  // the previous body is the next one sent.
+  void Work() {
+    NameThisThread("mr-smtp");
+    Connection connection;
+    std::optional<Queued> next;
+    while (!abort_) {
+      std::optional<Queued> current = std::move(next);
+      next.reset();
+      if (!current && !(current = Take(/*wait=*/true))) return;
+      SendResult result = Deliver(connection, current->first, [&]() -> const SendRequest* {
+        next = Take(/*wait=*/false);
+        return next ? &next->first : nullptr;
+      });
+      home_.Post([this, done = std::move(current->second), result = std::move(result)]() mutable {
         in_flight_.fetch_sub(1);
         done(std::move(result));
       });
-      lock.lock();
     }
   }
 
@@ -428,10 +474,10 @@ class SmtpCarrier final : public Carrier {
   std::string url_;
   std::mutex mu_;
   std::condition_variable ready_;
-  std::deque<std::pair<SendRequest, SendCallback>> queue_;  // guarded by mu_
-  std::vector<std::thread> workers_;                        // guarded by mu_
-  size_t idle_ = 0;                                         // guarded by mu_
-  bool stop_ = false;                                       // guarded by mu_
+  std::deque<Queued> queue_;          // guarded by mu_
+  std::vector<std::thread> workers_;  // guarded by mu_
+  size_t idle_ = 0;                   // guarded by mu_
+  bool stop_ = false;                 // guarded by mu_
   std::atomic<bool> abort_{false};
   std::atomic<size_t> in_flight_{0};
   std::atomic<size_t> open_sockets_{0};
