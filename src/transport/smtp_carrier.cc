@@ -3,8 +3,10 @@
 // EHLO, STARTTLS, AUTH) and carries its bytes (curl_easy_send/recv, through
 // TLS when it was upgraded); this file speaks the mail transactions on it,
 // reused for many messages, with PIPELINING (RFC 2920) when the server offers
-// it: MAIL, every RCPT and DATA go out together, then the body, so a message
-// costs two round trips instead of four. Each recipient gets its own answer.
+// it: MAIL, every RCPT and DATA go out together, then the body followed by
+// the next waiting message's MAIL, RCPT and DATA, so a busy connection spends
+// about one round trip a message instead of four. Each recipient gets its own
+// answer.
 //
 // Why not libcurl's own SMTP transfers: they cannot pipeline, and libcurl
 // (7.88) reads the answer to the end of the message in blocking mode even on
