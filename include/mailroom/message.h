@@ -31,6 +31,9 @@ bool IsDeniedHeader(std::string_view name);
 // Encoders, exposed for tests.
 std::string EncodeBase64(std::string_view data, size_t line_length = 76);
 std::string EncodeQuotedPrintable(std::string_view text);  // text with CRLF line ends
-std::string EncodeHeaderWords(std::string_view text);      // RFC 2047 =?UTF-8?B?...?=
+// The same, appended to `out` (line_length 0: one unbroken line).
+void AppendBase64(std::string& out, std::string_view data, size_t line_length);
+void AppendQuotedPrintable(std::string& out, std::string_view text);
+std::string EncodeHeaderWords(std::string_view text);  // RFC 2047 =?UTF-8?B?...?=
 
 }  // namespace mailroom

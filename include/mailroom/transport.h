@@ -73,6 +73,9 @@ class Carrier {
   virtual size_t open_connections() const { return 0; }
   // Messages accepted by Send and not yet answered (queued or in transfer).
   virtual size_t in_flight() const = 0;
+  // How many in flight keep the carrier busy. The dispatcher hands over no
+  // more: each holds a rendered message, and more would not go out sooner.
+  virtual size_t backlog() const { return 64; }
 };
 
 // Builds the carrier a config describes (type smtp or file).

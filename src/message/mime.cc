@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstring>
 #include <ctime>
+#include <functional>
 
 #include "mailroom/message.h"
 #include "util/ascii.h"
@@ -133,10 +135,10 @@ std::string AddressHeader(std::string_view name,
   return FoldHeader(name, value);
 }
 
-// Line endings to CRLF (bare LF and bare CR alike).
-std::string ToCrlf(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + text.size() / 40 + 2);
+// Appends `text` with its line endings made CRLF (bare LF and bare CR
+// alike); returns the longest line written, in octets.
+size_t AppendCrlf(std::string& out, std::string_view text) {
+  size_t longest = 0;
   while (!text.empty()) {
     size_t nl = text.find('\n');  // memchr: whole lines at a time
     std::string_view line = text.substr(0, nl);
@@ -146,29 +148,54 @@ std::string ToCrlf(std::string_view text) {
     }
     for (size_t cr; (cr = line.find('\r')) != std::string_view::npos;) {  // a bare CR
       out.append(line.substr(0, cr)).append(kCrlf);
+      longest = std::max(longest, cr);
       line.remove_prefix(cr + 1);
     }
     out.append(line);
+    longest = std::max(longest, line.size());
     if (nl != std::string_view::npos) out.append(kCrlf);
   }
+  return longest;
+}
+
+std::string ToCrlf(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + text.size() / 40 + 2);
+  AppendCrlf(out, text);
   return out;
+}
+
+// Any octet a 7bit part may not carry (8-bit or NUL), eight bytes a step.
+bool HasNon7bit(std::string_view text) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL, kTops = 0x8080808080808080ULL;
+  size_t i = 0;
+  for (; i + 8 <= text.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, text.data() + i, 8);
+    if ((word | ((word - kOnes) & ~word)) & kTops) return true;  // a top bit, or a zero byte
+  }
+  return std::ranges::any_of(text.substr(i), [](unsigned char c) { return c == 0 || c >= 0x80; });
 }
 
 // 7bit when plain ASCII with short lines and no boundary marker, else
 // quoted-printable. Boundaries start with "=_", which QP never produces.
-std::string TextPart(std::string_view subtype, std::string_view body) {
-  std::string text = ToCrlf(body);
-  if (text.size() < 2 || text.substr(text.size() - 2) != kCrlf) text += kCrlf;
-  bool seven_bit = text.find("=_") == std::string::npos &&
-                   std::ranges::none_of(text, [](unsigned char c) { return c >= 0x80 || c == 0; });
-  for (size_t start = 0; seven_bit && start < text.size();) {
-    size_t end = text.find(kCrlf, start);
-    seven_bit = end - start <= kMaxLine;
-    start = end + 2;
+// Written straight into `out`: bodies are the bulk of a message.
+void AppendTextPart(std::string& out, std::string_view subtype, std::string_view body) {
+  out += "Content-Type: text/";
+  out += subtype;
+  out += "; charset=utf-8\r\nContent-Transfer-Encoding: ";
+  size_t start = out.size();
+  if (body.find("=_") == std::string_view::npos && !HasNon7bit(body)) {
+    out += "7bit\r\n\r\n";
+    bool short_lines = AppendCrlf(out, body) <= kMaxLine;
+    if (!out.ends_with(kCrlf)) out += kCrlf;
+    if (short_lines) return;
+    out.resize(start);  // a line too long after all
   }
-  std::string out = "Content-Type: text/" + std::string(subtype) + "; charset=utf-8\r\n";
-  if (seven_bit) return out + "Content-Transfer-Encoding: 7bit\r\n\r\n" + text;
-  return out + "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + EncodeQuotedPrintable(text);
+  std::string text = ToCrlf(body);
+  if (!text.ends_with(kCrlf)) text += kCrlf;
+  out += "quoted-printable\r\n\r\n";
+  AppendQuotedPrintable(out, text);
 }
 
 // A MIME parameter: quoted when ASCII, RFC 2231 (name*=utf-8''...) when not.
@@ -196,12 +223,12 @@ std::string Param(std::string_view name, std::string_view value) {
   return out;
 }
 
-std::string AttachmentPart(const v1::Attachment& a, bool related) {
-  std::string type = a.content_type().empty() ? "application/octet-stream" : a.content_type();
-  std::string out = "Content-Type: " + type;
+void AppendAttachmentPart(std::string& out, const v1::Attachment& a, bool related) {
+  out += "Content-Type: ";
+  out += a.content_type().empty() ? "application/octet-stream" : a.content_type();
   if (!a.filename().empty()) out += ";\r\n " + Param("name", a.filename());
-  out += "\r\nContent-Transfer-Encoding: base64\r\n";
-  out += std::string("Content-Disposition: ") + (a.inline_() || related ? "inline" : "attachment");
+  out += "\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: ";
+  out += a.inline_() || related ? "inline" : "attachment";
   if (!a.filename().empty()) out += ";\r\n " + Param("filename", a.filename());
   out += kCrlf;
   if (!a.content_id().empty()) {
@@ -209,15 +236,24 @@ std::string AttachmentPart(const v1::Attachment& a, bool related) {
     if (cid.front() != '<') cid = "<" + cid + ">";
     out += "Content-ID: " + cid + "\r\n";
   }
-  return out + kCrlf + EncodeBase64(a.content());
+  out += kCrlf;
+  AppendBase64(out, a.content(), 76);
 }
 
-std::string Multipart(std::string_view subtype, const std::string& boundary,
-                      const std::vector<std::string>& parts) {
-  std::string out = "Content-Type: multipart/" + std::string(subtype) + ";\r\n boundary=\"" +
-                    boundary + "\"\r\n\r\n";
-  for (const auto& part : parts) out += "--" + boundary + "\r\n" + part + "\r\n";
-  return out + "--" + boundary + "--\r\n";
+// A part written into the message in place.
+using PartWriter = std::function<void(std::string&)>;
+
+void AppendMultipart(std::string& out, std::string_view subtype, const std::string& boundary,
+                     const std::vector<PartWriter>& parts) {
+  out += "Content-Type: multipart/";
+  out += subtype;
+  out += ";\r\n boundary=\"" + boundary + "\"\r\n\r\n";
+  for (const auto& part : parts) {
+    out += "--" + boundary + "\r\n";
+    part(out);
+    out += kCrlf;
+  }
+  out += "--" + boundary + "--\r\n";
 }
 
 // The Message-ID header of a raw message, if any.
@@ -241,23 +277,33 @@ std::string FindMessageId(std::string_view message) {
 
 }  // namespace
 
-std::string EncodeBase64(std::string_view data, size_t line_length) {
-  std::string encoded(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(encoded.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  encoded.resize(static_cast<size_t>(n));
-  if (line_length == 0) return encoded;
-  std::string out;
-  out.reserve(encoded.size() + encoded.size() / line_length * 2 + 2);
-  for (size_t i = 0; i < encoded.size(); i += line_length) {
-    out.append(encoded, i, line_length);
-    out += kCrlf;
+void AppendBase64(std::string& out, std::string_view data, size_t line_length) {
+  // Whole lines at a time (57 input bytes make 76 characters), each encoded
+  // straight into place; EVP_EncodeBlock's NUL lands where the CRLF goes.
+  size_t per_line = line_length == 0 ? data.size() : std::max<size_t>(line_length / 4 * 3, 3);
+  size_t lines = line_length == 0 ? 1 : (data.size() + per_line - 1) / per_line;
+  size_t at = out.size();
+  out.resize(at + 4 * ((data.size() + 2) / 3) + 2 * lines + 1);
+  auto* dst = reinterpret_cast<unsigned char*>(out.data());
+  for (size_t pos = 0; pos < data.size(); pos += per_line) {
+    size_t n = std::min(per_line, data.size() - pos);
+    at += static_cast<size_t>(EVP_EncodeBlock(
+        dst + at, reinterpret_cast<const unsigned char*>(data.data() + pos), static_cast<int>(n)));
+    if (line_length != 0) {
+      out[at++] = '\r';
+      out[at++] = '\n';
+    }
   }
+  out.resize(at);
+}
+
+std::string EncodeBase64(std::string_view data, size_t line_length) {
+  std::string out;
+  AppendBase64(out, data, line_length);
   return out;
 }
 
-std::string EncodeQuotedPrintable(std::string_view text) {
+void AppendQuotedPrintable(std::string& out, std::string_view text) {
   static constexpr char kDigits[] = "0123456789ABCDEF";
   // Bytes that stand for themselves (space and tab only inside a line).
   static const std::array<bool, 256> kLiteral = [] {
@@ -269,8 +315,7 @@ std::string EncodeQuotedPrintable(std::string_view text) {
   auto crlf_at = [&](size_t i) {
     return text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n';
   };
-  std::string out;
-  out.reserve(text.size() + text.size() / 8);
+  out.reserve(out.size() + text.size() + text.size() / 8);
   size_t line = 0;  // octets on the output line so far; "=" ends a line at 76
   for (size_t i = 0; i < text.size();) {
     if (crlf_at(i)) {  // a hard line break
@@ -308,6 +353,11 @@ std::string EncodeQuotedPrintable(std::string_view text) {
       line += 3;
     }
   }
+}
+
+std::string EncodeQuotedPrintable(std::string_view text) {
+  std::string out;
+  AppendQuotedPrintable(out, text);
   return out;
 }
 
@@ -376,29 +426,36 @@ Result<RenderedMessage> RenderMessage(const v1::JobRecord& record) {
   int boundaries = 0;
   auto boundary = [&] { return base + std::to_string(boundaries++); };
 
-  std::string body;
-  if (!job.text_body().empty() && !job.html_body().empty()) {
-    body = Multipart("alternative", boundary(),
-                     {TextPart("plain", job.text_body()), TextPart("html", job.html_body())});
-  } else if (!job.html_body().empty()) {
-    body = TextPart("html", job.html_body());
-  } else {
-    body = TextPart("plain", job.text_body());
+  // Boundaries numbered outermost-last, the same on every attempt.
+  const std::string& text = job.text_body();
+  const std::string& html = job.html_body();
+  PartWriter body = [&](std::string& o) {
+    AppendTextPart(o, html.empty() ? "plain" : "html", html.empty() ? text : html);
+  };
+  if (!text.empty() && !html.empty()) {
+    body = [&, b = boundary()](std::string& o) {
+      AppendMultipart(o, "alternative", b,
+                      {[&](std::string& p) { AppendTextPart(p, "plain", text); },
+                       [&](std::string& p) { AppendTextPart(p, "html", html); }});
+    };
   }
-  std::vector<std::string> related, mixed;
+  std::vector<PartWriter> related, mixed;
+  size_t size = text.size() + html.size();
   for (const auto& a : job.attachments()) {
     bool is_related = a.inline_() && !a.content_id().empty();
-    (is_related ? related : mixed).push_back(AttachmentPart(a, is_related));
+    (is_related ? related : mixed).push_back([&a, is_related](std::string& o) {
+      AppendAttachmentPart(o, a, is_related);
+    });
+    size += a.content().size() / 3 * 4 + a.content().size() / 28 + 512;
   }
-  if (!related.empty()) {
-    related.insert(related.begin(), std::move(body));
-    body = Multipart("related", boundary(), related);
+  for (auto* parts : {&related, &mixed}) {
+    if (parts->empty()) continue;
+    parts->insert(parts->begin(), std::move(body));
+    body = [parts, b = boundary(), subtype = parts == &related ? "related" : "mixed"](
+               std::string& o) { AppendMultipart(o, subtype, b, *parts); };
   }
-  if (!mixed.empty()) {
-    mixed.insert(mixed.begin(), std::move(body));
-    body = Multipart("mixed", boundary(), mixed);
-  }
-  out += body;
+  out.reserve(out.size() + size + size / 16 + 1024);  // one allocation for the whole message
+  body(out);
   return rendered;
 }
 

@@ -97,7 +97,6 @@ class Dispatcher::Impl {
     std::string carrier;
     std::vector<int> pending;  // indexes of the recipients this attempt sends to
     std::vector<RateLimiter*> limiters;
-    std::shared_ptr<const std::string> message;
     std::string message_id;
     // Events of recipients finished before sending (suppressed), written
     // with the attempt's outcome.
@@ -267,13 +266,6 @@ class Dispatcher::Impl {
       return;
     }
     w.early_events = std::move(update.events);
-    auto rendered = RenderMessage(w.record);
-    if (!rendered) {
-      spdlog::error("delivery: cannot render {}: {}", key, rendered.error().message);
-      return;
-    }
-    w.message = std::make_shared<const std::string>(std::move(rendered->data));
-    w.message_id = std::move(rendered->message_id);
     if (auto it = limiters_.find("carrier:" + w.carrier); it != limiters_.end()) {
       w.limiters.push_back(it->second.get());
     }
@@ -321,8 +313,13 @@ class Dispatcher::Impl {
     int64_t now_us = NowUs();
     int64_t next_us = -1;
     auto note_wait = [&](int64_t wait) { next_us = next_us < 0 ? wait : std::min(next_us, wait); };
+    // Returns false when the job stays where it is (first in queue_of).
     auto try_start = [&](const std::string& key, RateLimiter* queue_of) -> bool {
       Work& w = work_.at(key);
+      if (const Carrier& c = *carriers_.at(w.carrier); c.in_flight() >= c.backlog()) {
+        if (queue_of == nullptr) parked_[w.carrier].push_back(key);
+        return queue_of == nullptr;
+      }
       int64_t wait = 0;
       RateLimiter* blocker = Blocker(w, now_us, wait);
       if (blocker == nullptr) {
@@ -345,6 +342,15 @@ class Dispatcher::Impl {
         if (!limiter->waiting.empty() && limiter->waiting.front() == key) {
           limiter->waiting.pop_front();
         }
+      }
+    }
+    // Jobs a busy carrier turned away go first, in their order.
+    for (auto& [name, parked] : parked_) {
+      const Carrier& c = *carriers_.at(name);
+      while (!parked.empty() && c.in_flight() < c.backlog()) {
+        std::string key = std::move(parked.front());
+        parked.pop_front();
+        try_start(key, nullptr);
       }
     }
     while (!ready_.empty()) {
@@ -380,11 +386,27 @@ class Dispatcher::Impl {
     return false;
   }
 
+  // Rendered only now, as the carrier is about to take it: a rendered
+  // message lives for its transfer, not for all the time its job waits.
   void Send(const std::string& key, Work& w) {
+    auto rendered = RenderMessage(w.record);
+    if (!rendered) {
+      spdlog::error("delivery: cannot render {}: {}", key, rendered.error().message);
+      work_.erase(key);  // the lease runs out and the job comes back
+      return;
+    }
+    w.message_id = std::move(rendered->message_id);
+    // The body is in the message now, and the outcome's record update does
+    // not need it (the spool keeps it apart).
+    v1::MailJob& job = *w.record.mutable_job();
+    job.clear_text_body();
+    job.clear_html_body();
+    job.clear_attachments();
+    job.clear_raw_mime();
     SendRequest request;
+    request.message = std::make_shared<const std::string>(std::move(rendered->data));
     request.mail_from = w.record.job().from().email();
     for (int i : w.pending) request.recipients.push_back(w.record.recipients(i).address());
-    request.message = w.message;
     request.label = w.record.tenant() + "/" + w.record.job().id();
     carriers_.at(w.carrier)->Send(
         std::move(request), [this, key](SendResult result) { OnResult(key, std::move(result)); });
@@ -467,6 +489,7 @@ class Dispatcher::Impl {
   void Drain() {
     for (auto& [name, limiter] : limiters_) limiter->waiting.clear();
     ready_.clear();
+    parked_.clear();
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_ms_);
     size_t sending = 0;
     for (const auto& [name, carrier] : carriers_) sending += carrier->in_flight();
@@ -506,6 +529,8 @@ class Dispatcher::Impl {
   std::map<std::string, std::unique_ptr<RateLimiter>> limiters_;
   std::unordered_map<std::string, Work> work_;
   std::deque<std::string> ready_;
+  // Per carrier: jobs ready to go while it already holds its backlog.
+  std::map<std::string, std::deque<std::string>> parked_;
   std::vector<JobUpdate> updates_;  // outcomes of this loop turn, for the committer
   std::unique_ptr<Committer> committer_;
   int64_t next_renewal_ms_ = 0;

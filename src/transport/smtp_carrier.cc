@@ -99,6 +99,9 @@ class SmtpCarrier final : public Carrier {
 
   size_t open_connections() const override { return open_sockets_.load(); }
   size_t in_flight() const override { return in_flight_.load(); }
+  // One message sending and one announced behind it on each connection,
+  // twice over for answers on their way back to the dispatch thread.
+  size_t backlog() const override { return 4 * static_cast<size_t>(config_.max_connections); }
 
  private:
   // One connection to the server.

@@ -284,5 +284,47 @@ TEST(MimeEncoders, QuotedPrintableRoundTripsAndStaysSafe) {
   }
 }
 
+// 7bit only for plain ASCII with lines of at most 998 octets: one 8-bit or
+// NUL byte anywhere (inside or past the last whole 8-byte word), or a longer
+// line, makes the part quoted-printable.
+TEST(MimeEncoders, SevenBitOnlyForShortAsciiLines) {
+  auto encoding = [](const std::string& body) {
+    v1::JobRecord record = Record();
+    record.mutable_job()->set_text_body(body);
+    auto rendered = RenderMessage(record);
+    EXPECT_TRUE(rendered.has_value());
+    return rendered->data.find("Content-Transfer-Encoding: 7bit") != std::string::npos ? "7bit"
+                                                                                       : "qp";
+  };
+  EXPECT_EQ(encoding(std::string(21, 'a')), "7bit");
+  for (char bad : {'\0', '\x80', '\xff', '\xc3'}) {
+    for (size_t at = 0; at < 21; ++at) {
+      std::string body(21, 'a');
+      body[at] = bad;
+      EXPECT_EQ(encoding(body), "qp") << "byte " << static_cast<int>(bad) << " at " << at;
+    }
+  }
+  EXPECT_EQ(encoding("x\r\n" + std::string(998, 'a') + "\n"), "7bit");
+  EXPECT_EQ(encoding("x\r\n" + std::string(999, 'a') + "\n"), "qp");
+  EXPECT_EQ(encoding(std::string(999, 'a')), "qp");  // the last line, without its break
+}
+
+TEST(MimeEncoders, Base64LinesHoldSeventySixCharacters) {
+  std::string data(1000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7);
+  std::string b64 = EncodeBase64(data);
+  EXPECT_EQ(Base64Decode(b64), data);
+  size_t lines = 0;
+  for (size_t start = 0; start < b64.size(); ++lines) {
+    size_t end = b64.find("\r\n", start);
+    ASSERT_NE(end, std::string::npos);
+    EXPECT_EQ(end - start, end + 2 == b64.size() ? 1336u % 76 : 76u);
+    start = end + 2;
+  }
+  EXPECT_EQ(lines, 18u);  // 1,336 characters
+  EXPECT_EQ(EncodeBase64(""), "");
+  EXPECT_EQ(EncodeBase64(std::string(57, 'x')).size(), 78u);
+}
+
 }  // namespace
 }  // namespace mailroom::testing_support
