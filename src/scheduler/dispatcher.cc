@@ -162,8 +162,9 @@ class Dispatcher::Impl {
   }
 
   void Lease(int64_t now_ms) {
-    // A chunk at a time: reading and rendering a lease's jobs holds up the
-    // transfers, so the loop turns between chunks.
+    // A chunk at a time: reading a lease's jobs holds up the results of
+    // transfers, so the loop turns between chunks. A chunk of 128 left SMTP
+    // connections without a next message one time in five at 2 KiB.
     size_t room = std::min(config_.delivery.max_in_flight - Held(), kLeaseChunk);
     // Jobs spooled since the last scan may be due earlier than where it
     // stopped; a wakeup arriving during this scan is kept for the next one.
@@ -535,7 +536,7 @@ class Dispatcher::Impl {
   std::unique_ptr<Committer> committer_;
   int64_t next_renewal_ms_ = 0;
   std::atomic<bool> commit_failing_{false};
-  static constexpr size_t kLeaseChunk = 128;
+  static constexpr size_t kLeaseChunk = 512;
   bool more_due_ = false;  // the last lease filled its chunk: more may be due now
   // The due index holds nothing earlier than this key (but spooled_from_).
   std::string cursor_ = DueKey(0, "", "");

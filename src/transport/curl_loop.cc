@@ -71,11 +71,14 @@ size_t CurlLoop::Reap() {
 }
 
 void CurlLoop::Post(std::function<void()> fn) {
+  bool first;
   {
     std::lock_guard lock(posted_mu_);
+    first = posted_.empty();
     posted_.push_back(std::move(fn));
   }
-  Wakeup();
+  // Once is enough: the loop has not yet taken the ones before this.
+  if (first) Wakeup();
 }
 
 void CurlLoop::Wakeup() { curl_multi_wakeup(multi_); }

@@ -75,6 +75,7 @@ class SmtpCarrier final : public Carrier {
 
   void Send(SendRequest request, SendCallback done) override {
     in_flight_.fetch_add(1);
+    bool someone_waits;
     {
       std::lock_guard lock(mu_);
       queue_.emplace_back(std::move(request), std::move(done));
@@ -82,8 +83,9 @@ class SmtpCarrier final : public Carrier {
       if (queue_.size() > idle_ && workers_.size() < config_.max_connections && !stop_) {
         workers_.emplace_back([this] { Work(); });
       }
+      someone_waits = idle_ > 0;
     }
-    ready_.notify_one();
+    if (someone_waits) ready_.notify_one();  // busy connections take it unasked
   }
 
   void Stop() override {
@@ -99,9 +101,11 @@ class SmtpCarrier final : public Carrier {
 
   size_t open_connections() const override { return open_sockets_.load(); }
   size_t in_flight() const override { return in_flight_.load(); }
-  // One message sending and one announced behind it on each connection,
-  // twice over for answers on their way back to the dispatch thread.
-  size_t backlog() const override { return 4 * static_cast<size_t>(config_.max_connections); }
+  // One message sending and one announced behind it on each connection, and
+  // enough queued that a connection finishing finds its next one waiting
+  // while the dispatch thread catches up (4 a connection starved them: a
+  // third of 2 KiB messages went out without being announced).
+  size_t backlog() const override { return 16 * static_cast<size_t>(config_.max_connections); }
 
  private:
   // One connection to the server.
