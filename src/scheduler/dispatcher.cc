@@ -20,7 +20,6 @@
 #include "scheduler/delivery_metrics.h"
 #include "scheduler/job_updates.h"
 #include "scheduler/rate_limiter.h"
-#include "util/ascii.h"
 #include "util/thread_name.h"
 
 namespace mailroom {
@@ -32,10 +31,6 @@ int64_t NowUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-std::string DomainOf(const std::string& email) {
-  return AsciiLower(std::string_view(email).substr(email.rfind('@') + 1));
 }
 
 }  // namespace
@@ -52,23 +47,11 @@ class Dispatcher::Impl {
       auto carrier = MakeCarrier(carrier_config, loop_);
       if (!carrier) return std::unexpected(carrier.error());
       carriers_[name] = std::move(*carrier);
-      if (carrier_config.rate.limited()) {
-        limiters_["carrier:" + name] =
-            std::make_unique<RateLimiter>("carrier", name, carrier_config.rate);
-      }
-    }
-    for (const auto& [name, tenant] : config_.tenants) {
-      if (tenant.rate.limited()) {
-        limiters_["tenant:" + name] = std::make_unique<RateLimiter>("tenant", name, tenant.rate);
-      }
-    }
-    for (const auto& [domain, rate] : config_.delivery.domain_rates) {
-      limiters_["domain:" + domain] = std::make_unique<RateLimiter>("domain", domain, rate);
     }
     committer_ = std::make_unique<Committer>(spool_, [this](const Status& s) { OnCommit(s); });
     thread_ = std::thread([this] { Loop(); });
     spdlog::info("delivery: {} carrier(s), default {}, {} rate limit(s)", carriers_.size(),
-                 config_.delivery.default_carrier, limiters_.size());
+                 config_.delivery.default_carrier, limits_.size());
     return {};
   }
 
@@ -267,19 +250,9 @@ class Dispatcher::Impl {
       return;
     }
     w.early_events = std::move(update.events);
-    if (auto it = limiters_.find("carrier:" + w.carrier); it != limiters_.end()) {
-      w.limiters.push_back(it->second.get());
-    }
-    if (auto it = limiters_.find("tenant:" + w.record.tenant()); it != limiters_.end()) {
-      w.limiters.push_back(it->second.get());
-    }
-    for (int i : w.pending) {
-      auto it = limiters_.find("domain:" + DomainOf(w.record.recipients(i).address()));
-      if (it != limiters_.end() &&
-          std::ranges::find(w.limiters, it->second.get()) == w.limiters.end()) {
-        w.limiters.push_back(it->second.get());
-      }
-    }
+    std::vector<std::string> recipients;
+    for (int i : w.pending) recipients.push_back(w.record.recipients(i).address());
+    w.limiters = limits_.For(w.carrier, w.record.tenant(), recipients);
     work_.emplace(key, std::move(w));
     ready_.push_back(key);
   }
@@ -292,20 +265,6 @@ class Dispatcher::Impl {
     update.previous_due_ms = w.leased_due_ms;
     update.record = std::move(w.record);
     updates_.push_back(std::move(update));
-  }
-
-  // The limit a job waits for longest (nullptr: none, it may go now).
-  RateLimiter* Blocker(const Work& w, int64_t now_us, int64_t& wait_us) const {
-    RateLimiter* blocker = nullptr;
-    wait_us = 0;
-    for (auto* limiter : w.limiters) {
-      int64_t wait = limiter->WaitUs(now_us);
-      if (wait > wait_us) {
-        wait_us = wait;
-        blocker = limiter;
-      }
-    }
-    return blocker;
   }
 
   // Starts what the limits allow; returns microseconds until a waiting job's
@@ -322,7 +281,7 @@ class Dispatcher::Impl {
         return queue_of == nullptr;
       }
       int64_t wait = 0;
-      RateLimiter* blocker = Blocker(w, now_us, wait);
+      RateLimiter* blocker = RateLimits::Blocker(w.limiters, now_us, wait);
       if (blocker == nullptr) {
         for (auto* limiter : w.limiters) limiter->Take(now_us);
         Send(key, w);
@@ -335,7 +294,7 @@ class Dispatcher::Impl {
       if (Wait(key, w, blocker, now_us, wait)) note_wait(wait);
       return true;
     };
-    for (auto& [name, limiter] : limiters_) {
+    for (auto& [name, limiter] : limits_) {
       while (!limiter->waiting.empty()) {
         std::string key = limiter->waiting.front();
         if (!try_start(key, limiter.get())) break;
@@ -488,7 +447,7 @@ class Dispatcher::Impl {
   // Shutdown: jobs not yet sent go back to the spool due now; transfers in
   // flight get drain_ms to finish and their outcomes are written.
   void Drain() {
-    for (auto& [name, limiter] : limiters_) limiter->waiting.clear();
+    for (auto& [name, limiter] : limits_) limiter->waiting.clear();
     ready_.clear();
     parked_.clear();
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_ms_);
@@ -527,7 +486,7 @@ class Dispatcher::Impl {
   // transfers before the carriers free them.
   std::map<std::string, std::unique_ptr<Carrier>> carriers_;
   CurlLoop loop_;
-  std::map<std::string, std::unique_ptr<RateLimiter>> limiters_;
+  RateLimits limits_{config_};
   std::unordered_map<std::string, Work> work_;
   std::deque<std::string> ready_;
   // Per carrier: jobs ready to go while it already holds its backlog.

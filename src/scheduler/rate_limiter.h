@@ -8,7 +8,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <map>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "mailroom/config.h"
 
@@ -42,6 +45,28 @@ class RateLimiter {
   int64_t interval_us_;
   int64_t tolerance_us_;
   int64_t tat_us_ = 0;  // theoretical arrival time of the next message
+};
+
+// Every limit the config sets: per carrier, per tenant, per recipient domain.
+class RateLimits {
+ public:
+  explicit RateLimits(const Config& config);
+
+  // The limits a message from `tenant` through `carrier` to these recipients
+  // is subject to, each once.
+  std::vector<RateLimiter*> For(const std::string& carrier, const std::string& tenant,
+                                const std::vector<std::string>& recipients) const;
+  // The one of `limits` a message waits for longest (nullptr: none, it may
+  // go now), and how long.
+  static RateLimiter* Blocker(const std::vector<RateLimiter*>& limits, int64_t now_us,
+                              int64_t& wait_us);
+
+  auto begin() { return limits_.begin(); }
+  auto end() { return limits_.end(); }
+  size_t size() const { return limits_.size(); }
+
+ private:
+  std::map<std::string, std::unique_ptr<RateLimiter>> limits_;  // by "kind:name"
 };
 
 }  // namespace mailroom

@@ -131,6 +131,38 @@ TEST(RateLimiter, AllowsTheRateAndASmallBurstOnly) {
   EXPECT_EQ(fresh.WaitUs(now), 10'000);
 }
 
+TEST(RateLimits, ApplyCarrierTenantAndEachRecipientDomainOnce) {
+  auto c = ParseConfig(R"(
+delivery: {default_carrier: relay, domain_rates: {Gmail.com: 50/s, example.org: 5/s}}
+carriers: {relay: {type: smtp, url: "smtp://127.0.0.1:2525", starttls: "off", rate: 100/s}}
+tenants: {billing: {allowed_senders: [example.com], rate: 10/s}, ops: {allowed_senders: [x.com]}}
+)");
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  RateLimits limits(*c);
+  EXPECT_EQ(limits.size(), 4u);
+  auto names = [](const std::vector<RateLimiter*>& v) {
+    std::vector<std::string> out;
+    for (auto* l : v) out.push_back(l->kind() + ":" + l->name());
+    return out;
+  };
+  EXPECT_EQ(names(limits.For("relay", "billing", {"a@GMAIL.com", "b@gmail.com", "c@x.net"})),
+            (std::vector<std::string>{"carrier:relay", "tenant:billing", "domain:gmail.com"}));
+  EXPECT_EQ(names(limits.For("files", "ops", {"d@example.org"})),
+            (std::vector<std::string>{"domain:example.org"}));
+  // The longest wait wins; none when all conform.
+  auto set = limits.For("relay", "billing", {"a@gmail.com"});
+  int64_t now = 1'000'000'000, wait = -1;
+  EXPECT_EQ(RateLimits::Blocker(set, now, wait), nullptr);
+  EXPECT_EQ(wait, 0);
+  for (int i = 0; i < 3; ++i) {
+    for (auto* l : set) l->Take(now);
+  }
+  RateLimiter* blocker = RateLimits::Blocker(set, now, wait);
+  ASSERT_NE(blocker, nullptr);
+  EXPECT_EQ(blocker->name(), "billing");  // 10/s: 100 ms a message
+  EXPECT_EQ(wait, 300'000);               // three taken, no burst tolerance at 100 ms
+}
+
 TEST(DeliveryConfig, ParsesCarriersRatesAndBackoff) {
   auto c = ParseConfig(R"(
 delivery:
