@@ -2,9 +2,6 @@
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
-#include <rocksdb/filter_policy.h>
-#include <rocksdb/merge_operator.h>
-#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
@@ -13,7 +10,7 @@
 #include "spool/counter_merge.h"
 #include "spool/keys.h"
 #include "spool/spdlog_logger.h"
-#include "util/ascii.h"
+#include "spool/tuning.h"
 
 namespace mailroom {
 namespace {
@@ -36,42 +33,6 @@ Error FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.IsCorruption()) code = ErrorCode::kCorruption;
   if (s.IsNotFound()) code = ErrorCode::kNotFound;
   return Error{code, what + ": " + s.ToString()};
-}
-
-rocksdb::ColumnFamilyOptions FamilyOptions(const std::string& name, const SpoolConfig& config,
-                                           const std::shared_ptr<rocksdb::Cache>& cache) {
-  rocksdb::ColumnFamilyOptions cf;
-  rocksdb::BlockBasedTableOptions table;
-  table.block_cache = cache;
-  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-  table.cache_index_and_filter_blocks = true;
-  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  cf.compression = rocksdb::kLZ4Compression;
-  if (name == "default") {
-    cf.merge_operator = NewCounterMergeOperator();
-    // Counters take a merge per commit; folding them as they come keeps
-    // reading one (Stats, many times a second) from walking thousands.
-    cf.max_successive_merges = 32;
-  }
-  if (name == "bodies") {
-    // Whole messages, written once: keep large values out of the LSM so
-    // compaction rewrites keys, not bodies.
-    cf.enable_blob_files = true;
-    cf.min_blob_size = config.blob_min_bytes;
-    cf.blob_compression_type = rocksdb::kLZ4Compression;
-    cf.enable_blob_garbage_collection = true;
-    cf.write_buffer_size = 64 << 20;
-    // Bursts of large jobs fill a memtable faster than one flushes: more
-    // memtables in hand instead of stopping writes (RocksDB's default is 2).
-    cf.max_write_buffer_number = 4;
-  }
-  if (name == "jobs") {
-    // Ingest looks every new job up first and almost all are absent: a
-    // memtable bloom filter answers those without searching the skiplist.
-    cf.memtable_whole_key_filtering = true;
-    cf.memtable_prefix_bloom_size_ratio = 0.02;
-  }
-  return cf;
 }
 
 // A job record is stored without its MailJob, which lives unchanged in the
@@ -508,28 +469,6 @@ SpoolStats Spool::Stats() {
     if (db_->GetAggregatedIntProperty(property, &value)) stats.disk_bytes += value;
   }
   return stats;
-}
-
-std::string JobKey(const std::string& tenant, const std::string& id) {
-  std::string key;
-  key.reserve(tenant.size() + 1 + id.size());
-  key.append(tenant).push_back('\0');
-  key.append(id);
-  return key;
-}
-
-std::string DueKey(int64_t due_ms, const std::string& tenant, const std::string& id) {
-  return EncodeBe64(static_cast<uint64_t>(due_ms < 0 ? 0 : due_ms)) + JobKey(tenant, id);
-}
-
-int64_t DueKeyMs(std::string_view due_key) {
-  return due_key.size() < 8 ? 0 : static_cast<int64_t>(DecodeBe64(due_key.data()));
-}
-
-std::string OutboxKey(uint64_t seq) { return EncodeBe64(seq); }
-
-std::string SuppressionKey(const std::string& tenant, const std::string& address) {
-  return tenant + '\0' + AsciiLower(address);
 }
 
 }  // namespace mailroom
