@@ -4,6 +4,7 @@
 // persisted together or not at all (transactional outbox).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -55,6 +56,10 @@ struct SpoolStats {
 struct OutboxEntry {
   uint64_t seq;
   v1::DeliveryEvent event;
+  // An ingest batch's events share one seq (one key for the lot): this is
+  // event `index` of `count`. The seq is deleted once all have landed.
+  uint32_t index = 0;
+  uint32_t count = 1;
 };
 
 class Spool {
@@ -107,10 +112,12 @@ class Spool {
   // The earliest due time in the index at or after `from_ms`, if any.
   Result<std::optional<int64_t>> NextDueMs(int64_t from_ms = 0);
 
-  // Outbox entries with seq >= from_seq, oldest first. Readers that delete
-  // what they read pass the next seq, so scans skip the deleted range.
+  // Outbox events with seq >= from_seq, oldest first: about `max`, never
+  // part of a seq. Readers that delete what they read pass the next seq, so
+  // scans skip the deleted range.
   Result<std::vector<OutboxEntry>> ReadOutbox(size_t max, uint64_t from_seq = 0);
-  Status DeleteOutbox(const std::vector<uint64_t>& seqs);
+  // Deletes published seqs, each with the number of events it held.
+  Status DeleteOutbox(const std::map<uint64_t, uint32_t>& events_by_seq);
 
   SpoolStats Stats();
 
@@ -132,8 +139,8 @@ class Spool {
   Result<std::optional<v1::JobRecord>> ReadJob(const std::string& key);  // record + body
   Result<std::vector<bool>> Exist(rocksdb::ColumnFamilyHandle* family,
                                   const std::vector<std::string>& keys, const char* what);
-  void AppendEvents(rocksdb::WriteBatch& batch,
-                    const std::vector<const v1::DeliveryEvent*>& events);
+  void AppendEvents(rocksdb::WriteBatch& batch, const std::vector<const v1::DeliveryEvent*>& events,
+                    bool one_seq);
   void Count(rocksdb::WriteBatch& batch, v1::JobState state, int64_t delta);
   int64_t Counter(const std::string& key);
 
@@ -154,7 +161,8 @@ class Spool {
   std::mutex oldest_mu_;
   std::string oldest_hint_;  // guarded by oldest_mu_
   std::mutex seq_mu_;
-  uint64_t next_seq_ = 1;  // guarded by seq_mu_
+  uint64_t next_seq_ = 1;                // guarded by seq_mu_
+  std::atomic<uint64_t> next_group_{0};  // due-index group numbers, from the clock at open
 };
 
 // Spool key encodings (exposed for tests and tools).

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -67,14 +68,15 @@ class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
 
   // Delivery reports arrive on the publisher thread, inside flush()/poll().
   void dr_cb(RdKafka::Message& message) override {
-    auto seq = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(message.msg_opaque()));
-    auto it = in_flight_.find(seq);
+    auto token = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(message.msg_opaque()));
+    auto it = in_flight_.find(token);
     if (it == in_flight_.end()) return;
     if (message.err() == RdKafka::ERR_NO_ERROR) {
-      delivered_.emplace_back(seq, it->second);
+      delivered_.push_back(it->second);
     } else {
       errors_.Increment();
       last_error_ = message.errstr();  // it stays in the outbox: retried next round
+      sent_.erase({it->second.seq, it->second.index});
     }
     in_flight_.erase(it);
   }
@@ -112,13 +114,17 @@ class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
     }
     if (entries->empty() && in_flight_.empty()) return 0;
     std::string value;
-    for (const auto& [seq, event] : *entries) {
-      if (in_flight_.count(seq)) continue;  // queued in the producer since an earlier round
+    for (const auto& entry : *entries) {
+      const v1::DeliveryEvent& event = entry.event;
+      // Produced in an earlier round: in flight, or landed while the rest of
+      // its seq had not.
+      if (sent_.count({entry.seq, entry.index})) continue;
       event.SerializeToString(&value);
       RdKafka::Headers* headers = RdKafka::Headers::create();
       headers->add("mailroom-event-type", v1::EventType_Name(event.type()));
       headers->add("mailroom-tenant", event.tenant());
-      void* opaque = reinterpret_cast<void*>(static_cast<uintptr_t>(seq));
+      uint64_t token = next_token_++;
+      void* opaque = reinterpret_cast<void*>(static_cast<uintptr_t>(token));
       RdKafka::ErrorCode rc;
       while ((rc = producer_->produce(config_.events.topic, RdKafka::Topic::PARTITION_UA,
                                       RdKafka::Producer::RK_MSG_COPY, value.data(), value.size(),
@@ -131,29 +137,35 @@ class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
         last_error_ = RdKafka::err2str(rc);
         break;
       }
-      in_flight_.emplace(seq, event.type());
+      in_flight_.emplace(token, Produced{entry.seq, entry.index, entry.count, event.type()});
+      sent_.insert({entry.seq, entry.index});
     }
     if (producer_->flush(10000) != RdKafka::ERR_NO_ERROR && last_error_.empty()) {
       last_error_ = "events topic did not acknowledge within 10 s";
     }
     size_t landed = delivered_.size();
     if (!delivered_.empty()) {
-      std::vector<uint64_t> seqs;
+      std::map<uint64_t, uint32_t> done;  // seq -> its events, all landed
       std::map<v1::EventType, double> by_type;
-      for (const auto& [seq, type] : delivered_) {
-        seqs.push_back(seq);
-        by_type[type]++;
+      for (const Produced& p : delivered_) {
+        by_type[p.type]++;
+        if (++landed_[p.seq] < p.count) continue;
+        done[p.seq] = p.count;
+        landed_.erase(p.seq);
+        for (uint32_t i = 0; i < p.count; ++i) sent_.erase({p.seq, i});
       }
       delivered_.clear();
-      if (auto s = spool_.DeleteOutbox(seqs); !s) {
-        // Published again later: a duplicate, never a loss.
-        spdlog::warn("events: deleting published events: {}", s.error().message);
+      if (!done.empty()) {
+        if (auto s = spool_.DeleteOutbox(done); !s) {
+          // Published again later: a duplicate, never a loss.
+          spdlog::warn("events: deleting published events: {}", s.error().message);
+        }
       }
       for (const auto& [type, n] : by_type)
         published_.Add({{"type", TypeLabel(type)}}).Increment(n);
     }
     // Scans start after the oldest event still owed to the topic.
-    if (in_flight_.empty() && last_error_.empty() && !entries->empty()) {
+    if (in_flight_.empty() && landed_.empty() && last_error_.empty() && !entries->empty()) {
       next_seq_ = entries->back().seq + 1;
     }
     if (!last_error_.empty()) {
@@ -174,8 +186,16 @@ class EventPublisher::Impl : public RdKafka::DeliveryReportCb {
   std::chrono::steady_clock::time_point drain_deadline_;
   // Publisher thread only (delivery reports run on it, inside flush()).
   uint64_t next_seq_ = 0;
-  std::map<uint64_t, v1::EventType> in_flight_;  // produced, not yet reported
-  std::vector<std::pair<uint64_t, v1::EventType>> delivered_;
+  struct Produced {
+    uint64_t seq;
+    uint32_t index, count;
+    v1::EventType type;
+  };
+  uint64_t next_token_ = 1;
+  std::map<uint64_t, Produced> in_flight_;        // by token: produced, not yet reported
+  std::vector<Produced> delivered_;               // reported since the round began
+  std::set<std::pair<uint64_t, uint32_t>> sent_;  // (seq, index) in flight or landed
+  std::map<uint64_t, uint32_t> landed_;           // seq -> its events landed so far
   std::string last_error_;
 };
 

@@ -5,6 +5,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 
 #include "spool/counter_merge.h"
@@ -16,7 +17,9 @@ namespace mailroom {
 namespace {
 
 constexpr char kSchemaKey[] = "schema_version";
-constexpr char kSchemaVersion[] = "1";
+// 2: bodies headed by their first record, due-index groups (keys.h). A
+// version 1 spool is read as it is and marked 2 when opened for writing.
+constexpr char kSchemaVersion[] = "2";
 constexpr char kOutboxCounter[] = "count/outbox";
 const char* const kFamilies[] = {"default",      "jobs",      "due",    "outbox", "suppressions",
                                  "provider_ids", "retention", "queued", "bodies"};
@@ -117,12 +120,12 @@ Status Spool::OpenDb() {
 
   std::string version;
   s = db->Get(rocksdb::ReadOptions(), meta_, kSchemaKey, &version);
-  if (s.IsNotFound() && !read_only_) {
+  if ((s.IsNotFound() || (s.ok() && version == "1")) && !read_only_) {
     s = db->Put(rocksdb::WriteOptions(), meta_, kSchemaKey, kSchemaVersion);
     version = kSchemaVersion;
   }
   if (!s.ok()) return std::unexpected(FromRocks(s, "reading spool schema version"));
-  if (version != kSchemaVersion) {
+  if (version != kSchemaVersion && version != "1") {
     return Fail(ErrorCode::kInvalidArgument, "spool " + path + " has schema version " + version +
                                                  "; this build reads version " + kSchemaVersion);
   }
@@ -132,6 +135,11 @@ Status Spool::OpenDb() {
   std::lock_guard seq_lock(seq_mu_);
   // Never backwards (Recover() reopens while a publisher reads from its last seq).
   if (it->Valid()) next_seq_ = std::max(next_seq_, DecodeBe64(it->key().data()) + 1);
+  // Group numbers only need to differ from the ones already spooled.
+  uint64_t clock_us = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+  next_group_ = std::max(next_group_.load(), clock_us);
   return {};
 }
 
@@ -184,7 +192,7 @@ int64_t Spool::Counter(const std::string& key) {
 Result<std::vector<bool>> Spool::ContainsJobs(const std::vector<std::string>& keys) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
-  return Exist(jobs_, keys, "looking up job");
+  return Exist(bodies_, keys, "looking up job");  // every job has a body; records come later
 }
 
 // One MultiGet: which of `keys` are present in `family`.
@@ -206,31 +214,49 @@ Result<std::vector<bool>> Spool::Exist(rocksdb::ColumnFamilyHandle* family,
   return found;
 }
 
+// One key a job: its body, headed by its first record (the record is stored
+// apart only once an outcome changes it). Jobs due on acceptance share one
+// due-index entry and one age-index entry per batch, which leasing expands.
 Status Spool::CommitIngest(IngestBatch& ingest) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
   size_t bytes = 64;
-  for (const auto& job : ingest.jobs) bytes += job.ByteSizeLong() + 128;  // record + two keys
+  for (const auto& job : ingest.jobs) bytes += job.ByteSizeLong() + 128;  // value + key + list
   for (const auto& event : ingest.events) bytes += event.ByteSizeLong() + 32;
   rocksdb::WriteBatch batch(bytes);  // one allocation, not a doubling series of copies
-  std::string value;
+  std::string value, record;
   std::map<v1::JobState, int64_t> counts;  // one counter merge per state, not per job
+  std::map<int64_t, std::string> due_now;  // accepted_ms -> the keys of jobs due then
   for (auto& job : ingest.jobs) {
     std::string key = JobKey(job.tenant(), job.job().id());
-    job.job().SerializeToString(&value);
+    v1::MailJob* mail = job.release_job();
+    job.SerializeToString(&record);
+    job.set_allocated_job(mail);
+    value.assign(1, kHeadedBody);
+    AppendVarint(value, record.size());
+    value += record;
+    mail->AppendToString(&value);
     batch.Put(bodies_, key, value);
-    PutRecord(batch, jobs_, key, job, value);
-    batch.Put(due_, DueKey(job.due_ms(), job.tenant(), job.job().id()), rocksdb::Slice());
-    batch.Put(queued_, EncodeBe64(static_cast<uint64_t>(job.accepted_ms())) + key,
-              rocksdb::Slice());
+    if (job.due_ms() == job.accepted_ms()) {
+      AppendVarint(due_now[job.accepted_ms()], key.size()) += key;
+    } else {  // not_before: a due entry of its own
+      batch.Put(due_, DueKey(job.due_ms(), job.tenant(), job.job().id()), rocksdb::Slice());
+      batch.Put(queued_, EncodeBe64(static_cast<uint64_t>(job.accepted_ms())) + key,
+                rocksdb::Slice());
+    }
     counts[job.state()]++;
+  }
+  for (const auto& [accepted_ms, keys] : due_now) {
+    std::string group = GroupKey(accepted_ms, next_group_.fetch_add(1));
+    batch.Put(due_, group, keys);
+    batch.Put(queued_, group, rocksdb::Slice());
   }
   for (const auto& [state, n] : counts) Count(batch, state, n);
   if (ingest.events.empty()) return batch.Count() == 0 ? Status() : Write(batch, /*sync=*/true);
   std::vector<const v1::DeliveryEvent*> events;
   for (const auto& event : ingest.events) events.push_back(&event);
   std::lock_guard seq_lock(seq_mu_);
-  AppendEvents(batch, events);
+  AppendEvents(batch, events, /*one_seq=*/true);
   return Write(batch, /*sync=*/true);
 }
 
@@ -238,11 +264,20 @@ Status Spool::CommitIngest(IngestBatch& ingest) {
 // and written under one lock, so outbox order is commit order and the
 // publisher never sees a later seq before an earlier one.
 void Spool::AppendEvents(rocksdb::WriteBatch& batch,
-                         const std::vector<const v1::DeliveryEvent*>& events) {
+                         const std::vector<const v1::DeliveryEvent*>& events, bool one_seq) {
   std::string value;
-  for (const auto* event : events) {
-    event->SerializeToString(&value);
+  if (one_seq && events.size() > 1) {
+    value.assign(1, kEventGroup);
+    for (const auto* event : events) {
+      AppendVarint(value, event->ByteSizeLong());
+      event->AppendToString(&value);
+    }
     batch.Put(outbox_, OutboxKey(next_seq_++), value);
+  } else {
+    for (const auto* event : events) {
+      event->SerializeToString(&value);
+      batch.Put(outbox_, OutboxKey(next_seq_++), value);
+    }
   }
   batch.Merge(meta_, kOutboxCounter, EncodeCounter(static_cast<int64_t>(events.size())));
 }
@@ -282,7 +317,7 @@ Status Spool::CommitUpdates(std::vector<JobUpdate>& updates, bool sync) {
   }
   if (events.empty()) return Write(batch, sync);
   std::lock_guard seq_lock(seq_mu_);
-  AppendEvents(batch, events);
+  AppendEvents(batch, events, /*one_seq=*/false);
   return Write(batch, sync);
 }
 
@@ -332,15 +367,31 @@ Result<std::optional<v1::JobRecord>> Spool::GetJob(const std::string& tenant,
 
 Result<std::optional<v1::JobRecord>> Spool::ReadJob(const std::string& key) {
   rocksdb::PinnableSlice record_bytes, body_bytes;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), jobs_, key, &record_bytes);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), bodies_, key, &body_bytes);
   if (s.IsNotFound()) return std::optional<v1::JobRecord>();
-  if (!s.ok()) return std::unexpected(FromRocks(s, "reading job"));
-  s = db_->Get(rocksdb::ReadOptions(), bodies_, key, &body_bytes);
   if (!s.ok()) return std::unexpected(FromRocks(s, "reading job body"));
+  s = db_->Get(rocksdb::ReadOptions(), jobs_, key, &record_bytes);
+  if (!s.ok() && !s.IsNotFound()) return std::unexpected(FromRocks(s, "reading job"));
+  // A body written by ingest starts with its first record; a stored record
+  // (any outcome since) replaces it.
+  std::string_view body(body_bytes.data(), body_bytes.size()), first;
+  bool parsed = true;
+  if (!body.empty() && body.front() == kHeadedBody) {
+    body.remove_prefix(1);
+    uint64_t n = 0;
+    parsed = ReadVarint(body, n) && n <= body.size();
+    if (parsed) {
+      first = body.substr(0, n);
+      body.remove_prefix(n);
+    }
+  }
+  std::string_view stored =
+      s.ok() ? std::string_view(record_bytes.data(), record_bytes.size()) : first;
   v1::JobRecord record;
-  if (!record.ParseFromArray(record_bytes.data(), static_cast<int>(record_bytes.size())) ||
-      !record.mutable_job()->ParseFromArray(body_bytes.data(),
-                                            static_cast<int>(body_bytes.size()))) {
+  parsed = parsed && (s.ok() || !first.empty()) &&
+           record.ParseFromArray(stored.data(), static_cast<int>(stored.size())) &&
+           record.mutable_job()->ParseFromArray(body.data(), static_cast<int>(body.size()));
+  if (!parsed) {
     std::string printable = key;
     std::replace(printable.begin(), printable.end(), '\0', '/');
     return Fail(ErrorCode::kCorruption, "job record " + printable + " does not parse");
@@ -360,21 +411,49 @@ Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease
   options.iterate_lower_bound = &lower_slice;  // skip the tombstones of earlier leases
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, due_));
   std::string upper = EncodeBe64(static_cast<uint64_t>(now_ms) + 1);
+  int64_t until = now_ms + lease_ms;
+  // Only due entries move (and an expanded group's jobs get age entries);
+  // a returned record's due_ms names its entry, the stored record stays.
+  auto lease = [&](v1::JobRecord& record) {
+    record.set_due_ms(until);
+    batch.Put(due_, DueKey(until, record.tenant(), record.job().id()), rocksdb::Slice());
+    leased.push_back(std::move(record));
+  };
   for (it->Seek(lower_slice); it->Valid() && leased.size() < max; it->Next()) {
     if (it->key().compare(upper) >= 0) break;
+    if (cursor) cursor->assign(it->key().data(), it->key().size());
+    if (IsGroupKey(it->key().ToStringView())) {
+      // A batch's jobs: as many as fit, the rest stay listed under the key.
+      std::string_view keys = it->value().ToStringView();
+      uint64_t n = 0;
+      while (leased.size() < max && !keys.empty()) {
+        if (!ReadVarint(keys, n) || n > keys.size()) {
+          return Fail(ErrorCode::kCorruption, "due-index group does not parse");
+        }
+        std::string job_key(keys.substr(0, n));
+        keys.remove_prefix(n);
+        auto record = ReadJob(job_key);
+        if (!record) return std::unexpected(record.error());
+        if (!*record || IsFinished((*record)->state())) continue;
+        batch.Put(queued_, EncodeBe64(static_cast<uint64_t>((*record)->accepted_ms())) + job_key,
+                  rocksdb::Slice());
+        lease(**record);
+      }
+      if (keys.empty()) {
+        batch.Delete(due_, it->key());
+        batch.Delete(queued_, it->key());
+      } else {
+        batch.Put(due_, it->key(), rocksdb::Slice(keys.data(), keys.size()));
+      }
+      continue;
+    }
     std::string job_key = it->key().ToString().substr(8);
     auto record = ReadJob(job_key);
     if (!record) return std::unexpected(record.error());
     batch.Delete(due_, it->key());
-    if (cursor) cursor->assign(it->key().data(), it->key().size());
     // A stale entry (no such job, or a finished one) is dropped.
     if (!*record || IsFinished((*record)->state())) continue;
-    // Only the due entry moves; the returned record's due_ms names it (the
-    // stored record is not rewritten).
-    int64_t until = now_ms + lease_ms;
-    (*record)->set_due_ms(until);
-    batch.Put(due_, DueKey(until, (*record)->tenant(), (*record)->job().id()), rocksdb::Slice());
-    leased.push_back(std::move(**record));
+    lease(**record);
   }
   if (!it->status().ok()) return std::unexpected(FromRocks(it->status(), "scanning due index"));
   if (batch.Count() > 0) {
@@ -418,23 +497,45 @@ Result<std::vector<OutboxEntry>> Spool::ReadOutbox(size_t max, uint64_t from_seq
   options.iterate_lower_bound = &lower_slice;  // start past deleted entries' tombstones
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, outbox_));
   for (it->Seek(lower_slice); it->Valid() && entries.size() < max; it->Next()) {
-    OutboxEntry entry{DecodeBe64(it->key().data()), {}};
-    if (!entry.event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+    uint64_t seq = DecodeBe64(it->key().data());
+    std::string_view value = it->value().ToStringView();
+    auto bad = [&] {
       return Fail(ErrorCode::kCorruption,
-                  "outbox entry " + std::to_string(entry.seq) + " does not parse");
+                  "outbox entry " + std::to_string(seq) + " does not parse");
+    };
+    if (value.empty() || value.front() != kEventGroup) {
+      OutboxEntry entry{seq, {}};
+      if (!entry.event.ParseFromArray(value.data(), static_cast<int>(value.size()))) return bad();
+      entries.push_back(std::move(entry));
+      continue;
     }
-    entries.push_back(std::move(entry));
+    value.remove_prefix(1);
+    size_t first = entries.size();
+    for (uint64_t n = 0; !value.empty();) {
+      if (!ReadVarint(value, n) || n > value.size()) return bad();
+      OutboxEntry entry{seq, {}, static_cast<uint32_t>(entries.size() - first)};
+      if (!entry.event.ParseFromArray(value.data(), static_cast<int>(n))) return bad();
+      value.remove_prefix(n);
+      entries.push_back(std::move(entry));
+    }
+    for (size_t i = first; i < entries.size(); ++i) {
+      entries[i].count = static_cast<uint32_t>(entries.size() - first);
+    }
   }
   if (!it->status().ok()) return std::unexpected(FromRocks(it->status(), "reading outbox"));
   return entries;
 }
 
-Status Spool::DeleteOutbox(const std::vector<uint64_t>& seqs) {
+Status Spool::DeleteOutbox(const std::map<uint64_t, uint32_t>& events_by_seq) {
   std::shared_lock lock(db_mu_);
   if (!db_) return Closed();
   rocksdb::WriteBatch batch;
-  for (uint64_t seq : seqs) batch.Delete(outbox_, OutboxKey(seq));
-  batch.Merge(meta_, kOutboxCounter, EncodeCounter(-static_cast<int64_t>(seqs.size())));
+  int64_t events = 0;
+  for (const auto& [seq, n] : events_by_seq) {
+    batch.Delete(outbox_, OutboxKey(seq));
+    events += n;
+  }
+  batch.Merge(meta_, kOutboxCounter, EncodeCounter(-events));
   return Write(batch, /*sync=*/false);
 }
 

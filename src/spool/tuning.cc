@@ -34,8 +34,9 @@ rocksdb::ColumnFamilyOptions FamilyOptions(const std::string& name, const SpoolC
     // memtables in hand instead of stopping writes (RocksDB's default is 2).
     cf.max_write_buffer_number = 4;
   }
-  if (name == "jobs") {
-    // Ingest looks every new job up first and almost all are absent: a
+  if (name == "bodies" || name == "jobs") {
+    // Lookups that mostly miss: ingest's dedupe of new jobs (bodies), and
+    // the stored record of a job no outcome has changed yet (jobs). A
     // memtable bloom filter answers those without searching the skiplist.
     cf.memtable_whole_key_filtering = true;
     cf.memtable_prefix_bloom_size_ratio = 0.02;

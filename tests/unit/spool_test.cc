@@ -73,12 +73,25 @@ TEST(Spool, CommitGetContainsAndCounters) {
   EXPECT_EQ(stats.queued_jobs, 2);
   EXPECT_EQ(stats.outbox_pending, 2);
 
-  auto outbox = spool->ReadOutbox(10);
+  // An ingest batch's events share one seq, read (and deleted) whole.
+  auto outbox = spool->ReadOutbox(1);
   ASSERT_TRUE(outbox);
   ASSERT_EQ(outbox->size(), 2u);
   EXPECT_EQ((*outbox)[0].event.tenant(), "a");
-  ASSERT_TRUE(spool->DeleteOutbox({(*outbox)[0].seq}));
+  EXPECT_EQ((*outbox)[1].event.tenant(), "b");
+  EXPECT_EQ((*outbox)[0].seq, (*outbox)[1].seq);
+  EXPECT_EQ((*outbox)[1].index, 1u);
+  EXPECT_EQ((*outbox)[0].count, 2u);
+  IngestBatch single;
+  single.events = {Accepted("c", "1")};
+  ASSERT_TRUE(spool->CommitIngest(single));
+  ASSERT_TRUE(spool->DeleteOutbox({{(*outbox)[0].seq, 2}}));
   EXPECT_EQ(spool->Stats().outbox_pending, 1);
+  auto left = spool->ReadOutbox(10);
+  ASSERT_TRUE(left);
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].event.tenant(), "c");
+  EXPECT_EQ((*left)[0].count, 1u);
 }
 
 TEST(Spool, SurvivesReopenAndContinuesOutboxSequence) {
@@ -135,6 +148,64 @@ TEST(Spool, LeaseMovesDueEntries) {
   auto again = spool->LeaseDue(62000, 60000, 10);
   ASSERT_TRUE(again);
   EXPECT_EQ(again->size(), 3u);
+}
+
+// Jobs due on acceptance share one due-index entry per batch; leasing takes
+// them in order, as many as asked, and the rest stay grouped for the next
+// scan. Each job's record comes from its body until an outcome stores one.
+TEST(Spool, GroupedJobsLeaseInOrderAndKeepTheirRecords) {
+  TempDir dir;
+  auto spool = OpenAt(dir.path());
+  IngestBatch batch;
+  for (const char* id : {"a", "b", "c", "d", "e"}) {
+    batch.jobs.push_back(Job("t", id, 1000));
+    batch.jobs.back().set_accepted_ms(1000);
+    batch.jobs.back().add_recipients()->set_address(std::string(id) + "@example.net");
+  }
+  batch.jobs.push_back(Job("t", "later", 3000));  // not_before: an entry of its own
+  batch.jobs.back().set_accepted_ms(1000);
+  ASSERT_TRUE(spool->CommitIngest(batch));
+  EXPECT_EQ(spool->Stats().oldest_queued_ms, 1000);
+  auto c = spool->GetJob("t", "c");
+  ASSERT_TRUE(c && *c);
+  EXPECT_EQ((*c)->state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ((*c)->recipients(0).address(), "c@example.net");
+  EXPECT_EQ((*c)->job().text_body(), std::string(300, 'x'));
+  EXPECT_EQ(*spool->ContainsJobs({JobKey("t", "e"), JobKey("t", "zz")}),
+            (std::vector<bool>{true, false}));
+
+  std::string cursor;
+  auto first = spool->LeaseDue(2000, 60000, 2, &cursor);
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->size(), 2u);
+  EXPECT_EQ((*first)[0].job().id(), "a");
+  EXPECT_EQ((*first)[1].job().id(), "b");
+  EXPECT_EQ((*first)[0].due_ms(), 62000);
+  auto rest = spool->LeaseDue(4000, 60000, 10, &cursor);
+  ASSERT_TRUE(rest);
+  std::vector<std::string> ids;
+  for (const auto& r : *rest) ids.push_back(r.job().id());
+  EXPECT_EQ(ids, (std::vector<std::string>{"c", "d", "e", "later"}));
+  EXPECT_EQ(**spool->NextDueMs(), 62000);            // every one leased, each with its own entry
+  EXPECT_EQ(spool->Stats().oldest_queued_ms, 1000);  // still queued
+
+  // An outcome stores the record; it replaces the one the body carries.
+  std::vector<JobUpdate> updates(1);
+  updates[0].record = (*first)[0];
+  updates[0].previous_state = v1::JOB_STATE_QUEUED;
+  updates[0].previous_due_ms = 62000;
+  updates[0].record.set_state(v1::JOB_STATE_DELIVERED);
+  updates[0].record.set_attempts(1);
+  ASSERT_TRUE(spool->CommitUpdates(updates, true));
+  auto a = spool->GetJob("t", "a");
+  ASSERT_TRUE(a && *a);
+  EXPECT_EQ((*a)->state(), v1::JOB_STATE_DELIVERED);
+  EXPECT_EQ((*a)->attempts(), 1u);
+  EXPECT_EQ((*a)->job().text_body(), std::string(300, 'x'));
+  // Crashed leases fall due again, one entry a job.
+  auto again = spool->LeaseDue(70000, 60000, 10);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->size(), 5u);
 }
 
 // kill -9 a writer mid-stream: every batch is all there or not there at all,
