@@ -41,9 +41,9 @@ mailroom::v1::MailJob Job(const std::string& id, size_t bytes) {
 }
 
 // Raw RocksDB: `jobs` values of `bytes` in synced batches of `batch`. With
-// `spool_shaped`, each job also writes what the spool writes beside its body:
-// a ~200-byte job record, a due-index key, an age-index key and a ~150-byte
-// ACCEPTED event (five keys a job, as Spool::CommitIngest writes).
+// `spool_shaped`, what Spool::CommitIngest writes besides: each value also
+// carries a ~200-byte job record, and each batch adds a due-index group (the
+// jobs' keys), an age-index group and its ~150-byte ACCEPTED events.
 double RawRocksDb(const std::string& dir, int jobs, size_t bytes, int batch, bool spool_shaped) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
@@ -52,21 +52,24 @@ double RawRocksDb(const std::string& dir, int jobs, size_t bytes, int batch, boo
   rocksdb::DB* raw = nullptr;
   if (!rocksdb::DB::Open(options, dir, &raw).ok()) return 0;
   std::unique_ptr<rocksdb::DB> db(raw);
-  std::string value(bytes, 'v');
+  std::string value(bytes + (spool_shaped ? 200 : 0), 'v');
   rocksdb::WriteOptions wo;
   wo.sync = true;
   auto start = Clock::now();
   for (int i = 0; i < jobs;) {
     rocksdb::WriteBatch wb;
+    std::string keys, events;
     for (int j = 0; j < batch && i < jobs; ++j, ++i) {
       std::string key = "bench\0job-" + std::to_string(i);
       wb.Put(key, value);
-      if (spool_shaped) {
-        wb.Put("rec" + key, std::string(200, 'r'));
-        wb.Put("due" + key, "");
-        wb.Put("age" + key, "");
-        wb.Put("evt" + key, std::string(150, 'e'));
-      }
+      keys += key;
+      events += std::string(150, 'e');
+    }
+    if (spool_shaped) {
+      std::string group = "group-" + std::to_string(i);
+      wb.Put("due" + group, keys);
+      wb.Put("age" + group, "");
+      wb.Put("evt" + group, events);
     }
     if (!db->Write(wo, &wb).ok()) return 0;
   }
