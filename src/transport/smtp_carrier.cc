@@ -101,10 +101,8 @@ class SmtpCarrier final : public Carrier {
 
   size_t open_connections() const override { return open_sockets_.load(); }
   size_t in_flight() const override { return in_flight_.load(); }
-  // One message sending and one announced behind it on each connection, and
-  // enough queued that a connection finishing finds its next one waiting
-  // while the dispatch thread catches up (4 a connection starved them: a
-  // third of 2 KiB messages went out without being announced).
+  // Enough that a connection finishing a message finds the next one waiting
+  // (with 4, a third of 2 KiB messages went out unannounced).
   size_t backlog() const override { return 16 * static_cast<size_t>(config_.max_connections); }
 
  private:
