@@ -10,9 +10,7 @@
 
 namespace mailroom {
 
-inline std::unexpected<Error> Closed() {
-  return Fail(ErrorCode::kUnavailable, "spool is closed");
-}
+inline std::unexpected<Error> Closed() { return Fail(ErrorCode::kUnavailable, "spool is closed"); }
 
 inline Error FromRocks(const rocksdb::Status& s, const std::string& what) {
   ErrorCode code = ErrorCode::kIoError;
