@@ -38,6 +38,11 @@ inline bool ReadVarint(std::string_view& in, uint64_t& v) {
   return false;
 }
 
+// A job's age-index entry: be64(accepted_ms) then its job key.
+inline std::string QueuedKey(int64_t accepted_ms, const std::string& job_key) {
+  return EncodeBe64(static_cast<uint64_t>(accepted_ms)) + job_key;
+}
+
 // A due-index entry for a group of jobs spooled together and due when
 // accepted: be64(due_ms) \0 be64(n). Tenants are never empty, so a job's own
 // entry never has \0 after the time. Its value lists the jobs' keys (varint

@@ -47,8 +47,7 @@ Result<std::vector<v1::JobRecord>> Spool::LeaseDue(int64_t now_ms, int64_t lease
         auto record = ReadJob(job_key);
         if (!record) return std::unexpected(record.error());
         if (!*record || IsFinished((*record)->state())) continue;
-        batch.Put(queued_, EncodeBe64(static_cast<uint64_t>((*record)->accepted_ms())) + job_key,
-                  rocksdb::Slice());
+        batch.Put(queued_, QueuedKey((*record)->accepted_ms(), job_key), rocksdb::Slice());
         lease(**record);
       }
       if (keys.empty()) {

@@ -31,11 +31,15 @@ std::string StateCounterKey(v1::JobState state) {
 
 // A job record is stored without its MailJob, which lives unchanged in the
 // bodies family: a state change rewrites a few hundred bytes, not the message.
+void SerializeWithoutJob(v1::JobRecord& record, std::string& out) {
+  v1::MailJob* job = record.release_job();
+  record.SerializeToString(&out);
+  record.set_allocated_job(job);
+}
+
 void PutRecord(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* jobs,
                const std::string& key, v1::JobRecord& record, std::string& scratch) {
-  v1::MailJob* job = record.release_job();
-  record.SerializeToString(&scratch);
-  record.set_allocated_job(job);
+  SerializeWithoutJob(record, scratch);
   batch.Put(jobs, key, scratch);
 }
 
@@ -220,20 +224,17 @@ Status Spool::CommitIngest(IngestBatch& ingest) {
   std::map<int64_t, std::string> due_now;  // accepted_ms -> the keys of jobs due then
   for (auto& job : ingest.jobs) {
     std::string key = JobKey(job.tenant(), job.job().id());
-    v1::MailJob* mail = job.release_job();
-    job.SerializeToString(&record);
-    job.set_allocated_job(mail);
+    SerializeWithoutJob(job, record);
     value.assign(1, kHeadedBody);
     AppendVarint(value, record.size());
     value += record;
-    mail->AppendToString(&value);
+    job.job().AppendToString(&value);
     batch.Put(bodies_, key, value);
     if (job.due_ms() == job.accepted_ms()) {
       AppendVarint(due_now[job.accepted_ms()], key.size()) += key;
     } else {  // not_before: a due entry of its own
       batch.Put(due_, DueKey(job.due_ms(), job.tenant(), job.job().id()), rocksdb::Slice());
-      batch.Put(queued_, EncodeBe64(static_cast<uint64_t>(job.accepted_ms())) + key,
-                rocksdb::Slice());
+      batch.Put(queued_, QueuedKey(job.accepted_ms(), key), rocksdb::Slice());
     }
     counts[job.state()]++;
   }
@@ -286,7 +287,7 @@ Status Spool::CommitUpdates(std::vector<JobUpdate>& updates, bool sync) {
     PutRecord(batch, jobs_, key, record, value);
     batch.Delete(due_, DueKey(update.previous_due_ms, record.tenant(), record.job().id()));
     if (IsFinished(record.state())) {
-      batch.Delete(queued_, EncodeBe64(static_cast<uint64_t>(record.accepted_ms())) + key);
+      batch.Delete(queued_, QueuedKey(record.accepted_ms(), key));
       batch.Put(retention_, EncodeBe64(static_cast<uint64_t>(record.finished_ms())) + key,
                 rocksdb::Slice());
     } else {
