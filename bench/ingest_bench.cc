@@ -1,6 +1,7 @@
 // Ingest throughput: jobs/s from Kafka into the synced spool, beside raw
 // RocksDB synced WriteBatches of the same bytes on the same disk, in one run.
 //   ingest_bench --brokers HOST:PORT --dir DIR [--sizes 2048,102400] [--jobs N,N]
+//                [--rounds 3] [--phases raw,shaped,consume,ingest]
 #include <prometheus/registry.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
@@ -188,6 +189,7 @@ int main(int argc, char** argv) {
   std::string brokers = "127.0.0.1:9092", dir = "/tmp/mailroom-bench";
   std::vector<long> sizes = {2048, 102400}, counts = {100000, 3000};
   int rounds = 3;
+  std::string phases = "raw,shaped,consume,ingest";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--brokers") brokers = argv[i + 1];
@@ -195,6 +197,7 @@ int main(int argc, char** argv) {
     if (flag == "--sizes") sizes = ParseList(argv[i + 1]);
     if (flag == "--jobs") counts = ParseList(argv[i + 1]);
     if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
+    if (flag == "--phases") phases = argv[i + 1];
   }
   spdlog::set_level(spdlog::level::warn);
   std::string tag =
@@ -221,12 +224,13 @@ int main(int argc, char** argv) {
       // Every run starts on a quiet disk: the broker's new log segments are
       // written back first, so no run pays for another's writes.
       sync();
-      raw.push_back(RawRocksDb(dir + "/raw", jobs, bytes, 1000, false));
+      auto on = [&](const char* phase) { return phases.find(phase) != std::string::npos; };
+      if (on("raw")) raw.push_back(RawRocksDb(dir + "/raw", jobs, bytes, 1000, false));
       sync();
-      shaped.push_back(RawRocksDb(dir + "/raw", jobs, bytes, 1000, true));
+      if (on("shaped")) shaped.push_back(RawRocksDb(dir + "/raw", jobs, bytes, 1000, true));
       sync();
-      consume.push_back(ConsumeOnly(brokers, topic_tag, jobs));
-      ingest.push_back(Ingest(brokers, dir + "/spool", topic_tag, jobs));
+      if (on("consume")) consume.push_back(ConsumeOnly(brokers, topic_tag, jobs));
+      if (on("ingest")) ingest.push_back(Ingest(brokers, dir + "/spool", topic_tag, jobs));
       sync();
     }
     double m_raw = Median(raw), m_shaped = Median(shaped), m_consume = Median(consume),

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <iostream>
+#include <memory>
 
 #include "mailroom/spool.h"
 
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
     body += ("Line " + std::to_string(i) + filler).substr(0, 78) + "\n";
   }
   body.resize(bytes);
-  mailroom::IngestBatch batch;
+  auto batch = std::make_unique<mailroom::IngestBatch>();
   for (int i = 0; i < jobs; ++i) {
     mailroom::v1::JobRecord r;
     r.set_tenant(tenant);
@@ -54,13 +55,13 @@ int main(int argc, char** argv) {
     auto* rcpt = r.add_recipients();
     rcpt->set_address(to);
     rcpt->set_state(mailroom::v1::JOB_STATE_QUEUED);
-    batch.jobs.push_back(std::move(r));
-    if (batch.jobs.size() == 1000 || i + 1 == jobs) {
-      if (auto s = (*spool)->CommitIngest(batch); !s) {
+    batch->jobs.Add(std::move(r));
+    if (batch->jobs.size() == 1000 || i + 1 == jobs) {
+      if (auto s = (*spool)->CommitIngest(*batch); !s) {
         std::cerr << s.error().message << "\n";
         return 1;
       }
-      batch.jobs.clear();
+      batch = std::make_unique<mailroom::IngestBatch>();
     }
   }
   return (*spool)->Close() ? 0 : 1;

@@ -15,6 +15,9 @@
 #include <string_view>
 #include <vector>
 
+#include <google/protobuf/arena.h>
+#include <google/protobuf/repeated_ptr_field.h>
+
 #include "mailroom/config.h"
 #include "mailroom/result.h"
 #include "mailroom/v1/delivery_event.pb.h"
@@ -29,10 +32,37 @@ class WriteBatch;
 namespace mailroom {
 
 // Jobs accepted from one poll batch plus the events (ACCEPTED, REJECTED) that
-// report them; written as one synced WriteBatch.
+// report them; written as one synced WriteBatch. Its messages live on its own
+// arena: thousands of them are allocated by bumping a pointer and freed as a
+// few blocks. Not copied or moved (hold one by pointer).
 struct IngestBatch {
-  std::vector<v1::JobRecord> jobs;
-  std::vector<v1::DeliveryEvent> events;
+  IngestBatch();
+  IngestBatch(const IngestBatch&) = delete;
+  IngestBatch& operator=(const IngestBatch&) = delete;
+
+  std::unique_ptr<google::protobuf::Arena> arena;  // first: outlives the fields below
+  google::protobuf::RepeatedPtrField<v1::JobRecord> jobs;
+  google::protobuf::RepeatedPtrField<v1::DeliveryEvent> events;
+  // Empty, or one per job: its MailJob exactly as the producer serialized it
+  // (a view into the Kafka record, which outlives the write). The spool
+  // stores these bytes rather than serializing job() again.
+  std::vector<std::string_view> job_bytes;
+};
+
+// An IngestBatch serialized for its synced write (Spool::PrepareIngest), so
+// that ingest prepares one batch while the last is being written.
+class PreparedIngest {
+ public:
+  PreparedIngest();
+  ~PreparedIngest();
+  PreparedIngest(PreparedIngest&&) noexcept;
+  PreparedIngest& operator=(PreparedIngest&&) noexcept;
+
+ private:
+  friend class Spool;
+  std::unique_ptr<rocksdb::WriteBatch> batch_;
+  std::optional<std::string>
+      events_;  // the events' outbox value; its key (a seq) is taken at commit
 };
 
 // One job's state change after a delivery attempt (or an expiry, a
@@ -74,9 +104,15 @@ class Spool {
   // Which of `keys` (JobKey) are already spooled; same order as `keys`.
   Result<std::vector<bool>> ContainsJobs(const std::vector<std::string>& keys);
 
-  // Writes the batch's jobs (record, body, due and age index entries), state
-  // counters and events in one WriteBatch with the WAL synced. The records
-  // are used as scratch space and are as before on return.
+  // Serializes the batch's jobs (each one key: its body headed by its record),
+  // their due and age index entries, state counters and events (one outbox
+  // entry) into one write. The records are used as scratch space and are as
+  // before on return. Safe beside a CommitIngest running on another thread.
+  Result<PreparedIngest> PrepareIngest(IngestBatch& batch);
+  // Writes a prepared batch, once, with the WAL synced; its events take the
+  // next outbox seq.
+  Status CommitIngest(PreparedIngest& prepared);
+  // Both steps.
   Status CommitIngest(IngestBatch& batch);
 
   Result<std::optional<v1::JobRecord>> GetJob(const std::string& tenant, const std::string& id);
@@ -139,8 +175,8 @@ class Spool {
   Result<std::optional<v1::JobRecord>> ReadJob(const std::string& key);  // record + body
   Result<std::vector<bool>> Exist(rocksdb::ColumnFamilyHandle* family,
                                   const std::vector<std::string>& keys, const char* what);
-  void AppendEvents(rocksdb::WriteBatch& batch, const std::vector<const v1::DeliveryEvent*>& events,
-                    bool one_seq);
+  void AppendEvents(rocksdb::WriteBatch& batch,
+                    const std::vector<const v1::DeliveryEvent*>& events);
   void Count(rocksdb::WriteBatch& batch, v1::JobState state, int64_t delta);
   int64_t Counter(const std::string& key);
 

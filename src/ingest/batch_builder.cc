@@ -16,8 +16,7 @@ void FillSource(v1::DeliveryEvent& e, const InboundRecord& r) {
 
 }  // namespace
 
-Result<v1::MailJob> DecodeJob(std::string_view payload, bool json) {
-  v1::MailJob job;
+Status DecodeJob(std::string_view payload, bool json, v1::MailJob& job) {
   if (json) {
     google::protobuf::util::JsonParseOptions options;
     options.ignore_unknown_fields = false;
@@ -26,7 +25,7 @@ Result<v1::MailJob> DecodeJob(std::string_view payload, bool json) {
     if (!status.ok()) {
       return Fail(ErrorCode::kInvalidArgument, "proto3 JSON: " + std::string(status.message()));
     }
-    return job;
+    return {};
   }
   if (payload.empty()) return Fail(ErrorCode::kInvalidArgument, "empty record");
   if (!job.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
@@ -34,7 +33,7 @@ Result<v1::MailJob> DecodeJob(std::string_view payload, bool json) {
         ErrorCode::kInvalidArgument,
         "not a binary MailJob (send proto3 JSON with header content-type: application/json)");
   }
-  return job;
+  return {};
 }
 
 std::string BatchBuilder::TenantOf(std::string_view topic) const {
@@ -43,27 +42,31 @@ std::string BatchBuilder::TenantOf(std::string_view topic) const {
   return std::string(topic.substr(prefix.size()));
 }
 
+// Every record is decoded straight into the batch's arena; jobs that fail
+// validation give their slot back, and duplicates are dropped after one
+// MultiGet for the lot.
 Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records, int64_t now_ms,
                                        const std::unordered_set<std::string>* pending) const {
   BuiltBatch out;
+  out.batch = std::make_unique<IngestBatch>();
+  auto& jobs = out.batch->jobs;
+  auto& events = out.batch->events;
   auto now = TimeUtil::MillisecondsToTimestamp(now_ms);
   auto reject = [&](const InboundRecord& r, const std::string& tenant, const std::string& job_id,
                     std::string_view reason, const std::string& detail, const v1::MailJob* job) {
-    v1::DeliveryEvent e;
-    e.set_job_id(job_id);
-    e.set_tenant(tenant);
-    e.set_type(v1::REJECTED);
-    e.set_reason(std::string(reason));
-    e.set_detail(detail);
-    *e.mutable_event_time() = now;
-    if (job) *e.mutable_metadata() = job->metadata();
-    FillSource(e, r);
-    out.batch.events.push_back(std::move(e));
+    v1::DeliveryEvent* e = events.Add();
+    e->set_job_id(job_id);
+    e->set_tenant(tenant);
+    e->set_type(v1::REJECTED);
+    e->set_reason(std::string(reason));
+    e->set_detail(detail);
+    *e->mutable_event_time() = now;
+    if (job) *e->mutable_metadata() = job->metadata();
+    FillSource(*e, r);
     out.tally[tenant].rejected[std::string(reason)]++;
   };
 
-  // Decode and validate everything first, then look duplicates up in one MultiGet.
-  std::vector<std::pair<size_t, v1::JobRecord>> candidates;
+  std::vector<size_t> source;  // per element of `jobs`: its index in `records`
   for (size_t i = 0; i < records.size(); ++i) {
     const InboundRecord& r = records[i];
     std::string tenant = TenantOf(r.topic);
@@ -75,29 +78,32 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
       out.dead_letters.push_back({i, std::string(ReasonCode(RejectReason::kInvalidTopic)), detail});
       continue;
     }
-    auto job = DecodeJob(r.payload, r.json);
-    if (!job) {
-      reject(r, tenant, "", ReasonCode(RejectReason::kUndecodable), job.error().message, nullptr);
+    v1::JobRecord& record = *jobs.Add();
+    v1::MailJob& job = *record.mutable_job();
+    if (auto decoded = DecodeJob(r.payload, r.json, job); !decoded) {
+      jobs.RemoveLast();
+      reject(r, tenant, "", ReasonCode(RejectReason::kUndecodable), decoded.error().message,
+             nullptr);
       out.dead_letters.push_back(
-          {i, std::string(ReasonCode(RejectReason::kUndecodable)), job.error().message});
+          {i, std::string(ReasonCode(RejectReason::kUndecodable)), decoded.error().message});
       continue;
     }
-    if (auto rejection = validator_.Check(tenant, *job, r.payload.size(), now_ms)) {
-      reject(r, tenant, job->id(), ReasonCode(rejection->reason), rejection->detail, &*job);
+    if (auto rejection = validator_.Check(tenant, job, r.payload.size(), now_ms)) {
+      reject(r, tenant, job.id(), ReasonCode(rejection->reason), rejection->detail, &job);
+      jobs.RemoveLast();
       continue;
     }
-    v1::JobRecord record;
     record.set_tenant(tenant);
     record.set_state(v1::JOB_STATE_QUEUED);
     record.set_accepted_ms(now_ms);
     int64_t due = now_ms;
-    if (job->has_not_before())
-      due = std::max(due, TimeUtil::TimestampToMilliseconds(job->not_before()));
+    if (job.has_not_before())
+      due = std::max(due, TimeUtil::TimestampToMilliseconds(job.not_before()));
     record.set_due_ms(due);
     record.set_source_topic(std::string(r.topic));
     record.set_source_partition(r.partition);
     record.set_source_offset(r.offset);
-    for (const auto* list : {&job->to(), &job->cc(), &job->bcc()}) {
+    for (const auto* list : {&job.to(), &job.cc(), &job.bcc()}) {
       for (const auto& a : *list) {
         auto* rcpt = record.add_recipients();
         rcpt->set_address(a.email());
@@ -108,18 +114,19 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
     h->set_time_ms(now_ms);
     h->set_state(v1::JOB_STATE_QUEUED);
     h->set_note("accepted");  // the source topic, partition and offset are fields of the record
-    *record.mutable_job() = std::move(*job);
-    candidates.emplace_back(i, std::move(record));
+    source.push_back(i);
   }
 
   std::vector<std::string> keys;
-  keys.reserve(candidates.size());
-  for (const auto& [i, rec] : candidates) keys.push_back(JobKey(rec.tenant(), rec.job().id()));
+  keys.reserve(jobs.size());
+  for (const auto& record : jobs) keys.push_back(JobKey(record.tenant(), record.job().id()));
   auto found = spool_.ContainsJobs(keys);
   if (!found) return std::unexpected(found.error());
 
-  for (size_t c = 0; c < candidates.size(); ++c) {
-    auto& [i, record] = candidates[c];
+  int kept = 0;
+  for (int c = 0; c < jobs.size(); ++c) {
+    const v1::JobRecord& record = jobs[c];
+    const InboundRecord& r = records[source[c]];
     TenantTally& tally = out.tally[record.tenant()];
     if ((*found)[c] || (pending && pending->count(keys[c])) ||
         !out.job_keys.insert(keys[c]).second) {
@@ -127,17 +134,19 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
       continue;
     }
     tally.accepted++;
-    v1::DeliveryEvent e;
-    e.set_job_id(record.job().id());
-    e.set_tenant(record.tenant());
-    e.set_type(v1::ACCEPTED);
-    *e.mutable_event_time() = now;
-    *e.mutable_accepted_time() = now;
-    *e.mutable_metadata() = record.job().metadata();
-    FillSource(e, records[i]);
-    out.batch.events.push_back(std::move(e));
-    out.batch.jobs.push_back(std::move(record));
+    v1::DeliveryEvent* e = events.Add();
+    e->set_job_id(record.job().id());
+    e->set_tenant(record.tenant());
+    e->set_type(v1::ACCEPTED);
+    *e->mutable_event_time() = now;
+    *e->mutable_accepted_time() = now;
+    *e->mutable_metadata() = record.job().metadata();
+    FillSource(*e, r);
+    // Binary records are stored as sent; JSON ones are serialized.
+    out.batch->job_bytes.push_back(r.json ? std::string_view() : r.payload);
+    jobs.SwapElements(kept++, c);
   }
+  jobs.DeleteSubrange(kept, jobs.size() - kept);
   return out;
 }
 

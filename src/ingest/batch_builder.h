@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -39,14 +40,14 @@ struct TenantTally {
 };
 
 struct BuiltBatch {
-  IngestBatch batch;
+  std::unique_ptr<IngestBatch> batch;
   std::unordered_set<std::string> job_keys;  // JobKeys of batch.jobs
   std::vector<DeadLetter> dead_letters;
   std::map<std::string, TenantTally> tally;  // by tenant
 };
 
-// Decodes binary protobuf, or proto3 JSON when `json` is set.
-Result<v1::MailJob> DecodeJob(std::string_view payload, bool json);
+// Decodes binary protobuf, or proto3 JSON when `json` is set, into `job`.
+Status DecodeJob(std::string_view payload, bool json, v1::MailJob& job);
 
 class BatchBuilder {
  public:

@@ -52,10 +52,11 @@ struct PartitionList {
 };
 
 // A batch whose synced spool write runs on another thread while the next
-// batch is polled and built.
+// batch is polled, built and serialized.
 struct InflightBatch {
   Messages messages;
   BuiltBatch built;
+  PreparedIngest prepared;
   std::future<Status> written;
   Clock::time_point started;
 };
@@ -97,6 +98,18 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
         // to fill a batch of 100 KiB jobs.
         {"max.partition.fetch.bytes", "8388608"},
         {"fetch.max.bytes", "67108864"}};
+    // librdkafka stops fetching while its prefetch queue is over
+    // queued.max.messages.kbytes (or queued.min.messages) and looks again
+    // only after fetch.queue.backoff.ms, a fixed second before 2.1. Ingest
+    // drains a queue of 64 MiB of 2 KiB jobs in well under that, then waits
+    // with nothing to spool: look again sooner or, where that cannot be set,
+    // queue enough for a second.
+    if (RdKafka::version() >= 0x02010000) {
+      props["fetch.queue.backoff.ms"] = "20";
+    } else {
+      props["queued.max.messages.kbytes"] = "262144";
+      props["queued.min.messages"] = "1000000";
+    }
     if (!k.group_instance_id.empty()) props["group.instance.id"] = k.group_instance_id;
     auto conf = MakeKafkaConf(props, k.properties);
     if (!conf) return std::unexpected(conf.error());
@@ -123,7 +136,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     return {};
   }
 
-  // Each turn polls a batch and builds it while the previous batch's synced
+  // Each turn polls a batch and prepares it while the previous batch's synced
   // write completes, then settles that write and submits the new one. Records
   // that could not be written wait in carry_, in order, for the next turn.
   Status Run(const std::atomic<bool>& stop) {
@@ -135,11 +148,8 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       if (failing_ && !RetryDue()) continue;
       Poll(batch);
       DropRevoked(batch);
-      std::optional<Result<BuiltBatch>> built;
-      if (!batch.empty()) {
-        built = builder_.Build(Records(batch), WallMs(),
-                               inflight_ ? &inflight_->built.job_keys : nullptr);
-      }
+      std::optional<Result<InflightBatch>> next;
+      if (!batch.empty()) next = Prepare(batch);
       if (!Settle()) break;
       if (!carry_.empty() || batch.empty()) {
         // The previous write failed: its records go first and all are rebuilt.
@@ -147,13 +157,13 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
         batch.clear();
         continue;
       }
-      if (!*built) {
-        OnWriteFailure(built->error());
+      if (!*next) {
+        OnWriteFailure(next->error());
         carry_ = std::move(batch);
         batch.clear();
         continue;
       }
-      Submit(std::move(batch), std::move(**built));
+      Submit(std::move(batch), std::move(**next));
       batch.clear();
     }
     Settle();
@@ -279,14 +289,26 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     return records_;
   }
 
-  void Submit(Messages batch, BuiltBatch built) {
-    inflight_.emplace();
+  // Decodes, validates and dedupes a poll batch, then serializes its write.
+  Result<InflightBatch> Prepare(Messages& batch) {
+    InflightBatch next;
+    auto built =
+        builder_.Build(Records(batch), WallMs(), inflight_ ? &inflight_->built.job_keys : nullptr);
+    if (!built) return std::unexpected(built.error());
+    next.built = std::move(*built);
+    auto prepared = spool_.PrepareIngest(*next.built.batch);
+    if (!prepared) return std::unexpected(prepared.error());
+    next.prepared = std::move(*prepared);
+    return next;
+  }
+
+  void Submit(Messages batch, InflightBatch next) {
+    inflight_ = std::move(next);
     inflight_->messages = std::move(batch);
-    inflight_->built = std::move(built);
     inflight_->started = Clock::now();
-    IngestBatch* ingest = &inflight_->built.batch;  // not touched until Settle() has waited
+    PreparedIngest* prepared = &inflight_->prepared;  // not touched until Settle() has waited
     inflight_->written =
-        std::async(std::launch::async, [this, ingest] { return spool_.CommitIngest(*ingest); });
+        std::async(std::launch::async, [this, prepared] { return spool_.CommitIngest(*prepared); });
   }
 
   // Waits for the write in flight. Written: counts it, dead-letters, stores
@@ -312,9 +334,9 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       ApplyPause();
     }
     probe_.BatchTally(batch.built.tally);
-    if (on_spooled_ && !batch.built.batch.jobs.empty()) {
+    if (on_spooled_ && !batch.built.batch->jobs.empty()) {
       int64_t earliest = INT64_MAX;
-      for (const auto& job : batch.built.batch.jobs) earliest = std::min(earliest, job.due_ms());
+      for (const auto& job : batch.built.batch->jobs) earliest = std::min(earliest, job.due_ms());
       on_spooled_(earliest);
     }
     if (!PublishDeadLetters(batch.messages, batch.built.dead_letters)) return false;

@@ -24,6 +24,20 @@ int64_t DueKeyMs(std::string_view due_key) {
 
 std::string OutboxKey(uint64_t seq) { return EncodeBe64(seq); }
 
+void AppendSized(std::string& out, const google::protobuf::MessageLite& message) {
+  size_t size = message.ByteSizeLong();
+  AppendVarint(out, size);
+  size_t at = out.size();
+  out.resize(at + size);
+  message.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out.data() + at));
+}
+
+void SerializeWithoutJob(v1::JobRecord& record, std::string& out) {
+  v1::MailJob* job = record.unsafe_arena_release_job();  // no copy, on an arena or not
+  record.SerializeToString(&out);
+  record.unsafe_arena_set_allocated_job(job);
+}
+
 std::string SuppressionKey(const std::string& tenant, const std::string& address) {
   return tenant + '\0' + AsciiLower(address);
 }

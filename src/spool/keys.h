@@ -6,7 +6,14 @@
 #include <string>
 #include <string_view>
 
+namespace google::protobuf {
+class MessageLite;
+}  // namespace google::protobuf
+
 namespace mailroom {
+namespace v1 {
+class JobRecord;
+}  // namespace v1
 
 inline std::string EncodeBe64(uint64_t v) {
   std::string out(8, '\0');
@@ -61,5 +68,14 @@ constexpr char kHeadedBody = '\0';
 // (never the first of a serialized DeliveryEvent), then each event as a
 // varint length and its bytes.
 constexpr char kEventGroup = '\0';
+
+// Appends `message`'s length as a varint, then the message, sizing it once.
+void AppendSized(std::string& out, const google::protobuf::MessageLite& message);
+
+// A job record is stored without its MailJob, which lives unchanged in the
+// bodies family: a state change rewrites a few hundred bytes, not the message.
+void SerializeWithoutJob(v1::JobRecord& record, std::string& out);
+
+constexpr char kOutboxCounter[] = "count/outbox";  // events not yet published (default CF)
 
 }  // namespace mailroom

@@ -21,20 +21,11 @@ constexpr char kSchemaKey[] = "schema_version";
 // 2: bodies headed by their first record, due-index groups (keys.h). A
 // version 1 spool is read as it is and marked 2 when opened for writing.
 constexpr char kSchemaVersion[] = "2";
-constexpr char kOutboxCounter[] = "count/outbox";
 const char* const kFamilies[] = {"default",      "jobs",      "due",    "outbox", "suppressions",
                                  "provider_ids", "retention", "queued", "bodies"};
 
 std::string StateCounterKey(v1::JobState state) {
   return "count/state/" + v1::JobState_Name(state);
-}
-
-// A job record is stored without its MailJob, which lives unchanged in the
-// bodies family: a state change rewrites a few hundred bytes, not the message.
-void SerializeWithoutJob(v1::JobRecord& record, std::string& out) {
-  v1::MailJob* job = record.release_job();
-  record.SerializeToString(&out);
-  record.set_allocated_job(job);
 }
 
 void PutRecord(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* jobs,
@@ -209,67 +200,15 @@ Result<std::vector<bool>> Spool::Exist(rocksdb::ColumnFamilyHandle* family,
   return found;
 }
 
-// One key a job: its body, headed by its first record (the record is stored
-// apart only once an outcome changes it). Jobs due on acceptance share one
-// due-index entry and one age-index entry per batch, which leasing expands.
-Status Spool::CommitIngest(IngestBatch& ingest) {
-  std::shared_lock lock(db_mu_);
-  if (!db_) return Closed();
-  size_t bytes = 64;
-  for (const auto& job : ingest.jobs) bytes += job.ByteSizeLong() + 128;  // value + key + list
-  for (const auto& event : ingest.events) bytes += event.ByteSizeLong() + 32;
-  rocksdb::WriteBatch batch(bytes);  // one allocation, not a doubling series of copies
-  std::string value, record;
-  std::map<v1::JobState, int64_t> counts;  // one counter merge per state, not per job
-  std::map<int64_t, std::string> due_now;  // accepted_ms -> the keys of jobs due then
-  for (auto& job : ingest.jobs) {
-    std::string key = JobKey(job.tenant(), job.job().id());
-    SerializeWithoutJob(job, record);
-    value.assign(1, kHeadedBody);
-    AppendVarint(value, record.size());
-    value += record;
-    job.job().AppendToString(&value);
-    batch.Put(bodies_, key, value);
-    if (job.due_ms() == job.accepted_ms()) {
-      AppendVarint(due_now[job.accepted_ms()], key.size()) += key;
-    } else {  // not_before: a due entry of its own
-      batch.Put(due_, DueKey(job.due_ms(), job.tenant(), job.job().id()), rocksdb::Slice());
-      batch.Put(queued_, QueuedKey(job.accepted_ms(), key), rocksdb::Slice());
-    }
-    counts[job.state()]++;
-  }
-  for (const auto& [accepted_ms, keys] : due_now) {
-    std::string group = GroupKey(accepted_ms, next_group_.fetch_add(1));
-    batch.Put(due_, group, keys);
-    batch.Put(queued_, group, rocksdb::Slice());
-  }
-  for (const auto& [state, n] : counts) Count(batch, state, n);
-  if (ingest.events.empty()) return batch.Count() == 0 ? Status() : Write(batch, /*sync=*/true);
-  std::vector<const v1::DeliveryEvent*> events;
-  for (const auto& event : ingest.events) events.push_back(&event);
-  std::lock_guard seq_lock(seq_mu_);
-  AppendEvents(batch, events, /*one_seq=*/true);
-  return Write(batch, /*sync=*/true);
-}
-
 // With seq_mu_ held until the batch is written: sequence numbers are taken
 // and written under one lock, so outbox order is commit order and the
 // publisher never sees a later seq before an earlier one.
 void Spool::AppendEvents(rocksdb::WriteBatch& batch,
-                         const std::vector<const v1::DeliveryEvent*>& events, bool one_seq) {
+                         const std::vector<const v1::DeliveryEvent*>& events) {
   std::string value;
-  if (one_seq && events.size() > 1) {
-    value.assign(1, kEventGroup);
-    for (const auto* event : events) {
-      AppendVarint(value, event->ByteSizeLong());
-      event->AppendToString(&value);
-    }
+  for (const auto* event : events) {
+    event->SerializeToString(&value);
     batch.Put(outbox_, OutboxKey(next_seq_++), value);
-  } else {
-    for (const auto* event : events) {
-      event->SerializeToString(&value);
-      batch.Put(outbox_, OutboxKey(next_seq_++), value);
-    }
   }
   batch.Merge(meta_, kOutboxCounter, EncodeCounter(static_cast<int64_t>(events.size())));
 }
@@ -309,7 +248,7 @@ Status Spool::CommitUpdates(std::vector<JobUpdate>& updates, bool sync) {
   }
   if (events.empty()) return Write(batch, sync);
   std::lock_guard seq_lock(seq_mu_);
-  AppendEvents(batch, events, /*one_seq=*/false);
+  AppendEvents(batch, events);
   return Write(batch, sync);
 }
 

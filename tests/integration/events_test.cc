@@ -29,7 +29,7 @@ TEST(EventsIntegration, ABrokerOutageLosesNoEvent) {
       e.set_job_id("e-" + std::to_string(i));
       e.set_tenant("t");
       e.set_type(v1::ACCEPTED);
-      batch.events.push_back(e);
+      batch.events.Add(std::move(e));
     }
     ASSERT_TRUE((*spool)->CommitIngest(batch));
   }

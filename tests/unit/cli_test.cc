@@ -45,7 +45,7 @@ TEST(MailroomctlCli, SpoolStatsAndShow) {
     auto spool = Spool::Open(config);
     ASSERT_TRUE(spool);
     IngestBatch batch;
-    batch.jobs.emplace_back();
+    batch.jobs.Add();
     batch.jobs[0].set_tenant("billing");
     batch.jobs[0].mutable_job()->set_id("invoice-1");
     batch.jobs[0].set_state(v1::JOB_STATE_QUEUED);

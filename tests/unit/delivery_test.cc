@@ -236,7 +236,8 @@ TEST(SpoolUpdates, StateEventsSuppressionsAndDueEntryMoveTogether) {
   auto spool = Spool::Open(config);
   ASSERT_TRUE(spool.has_value());
   IngestBatch batch;
-  batch.jobs = {Job("a", 1000), Job("b", 1000)};
+  batch.jobs.Add(Job("a", 1000));
+  batch.jobs.Add(Job("b", 1000));
   ASSERT_TRUE((*spool)->CommitIngest(batch));
   EXPECT_EQ((*spool)->Stats().oldest_queued_ms, 1000);
 
@@ -340,7 +341,7 @@ TEST(Dispatcher, DeliversJobsSpooledWhileItScans) {
     std::this_thread::sleep_for(std::chrono::microseconds(500 + 700 * (b % 5)));
     IngestBatch batch;
     for (int i = 0; i < kPerBatch; ++i) {
-      batch.jobs.push_back(Job(std::to_string(b) + "-" + std::to_string(i), built));
+      batch.jobs.Add(Job(std::to_string(b) + "-" + std::to_string(i), built));
     }
     ASSERT_TRUE((*spool)->CommitIngest(batch));
     dispatcher.Wakeup(built);

@@ -56,8 +56,10 @@ TEST(Spool, CommitGetContainsAndCounters) {
   TempDir dir;
   auto spool = OpenAt(dir.path());
   IngestBatch batch;
-  batch.jobs = {Job("a", "1", 10), Job("b", "1", 20)};
-  batch.events = {Accepted("a", "1"), Accepted("b", "1")};
+  batch.jobs.Add(Job("a", "1", 10));
+  batch.jobs.Add(Job("b", "1", 20));
+  batch.events.Add(Accepted("a", "1"));
+  batch.events.Add(Accepted("b", "1"));
   ASSERT_TRUE(spool->CommitIngest(batch));
 
   auto found = spool->ContainsJobs({JobKey("a", "1"), JobKey("a", "2"), JobKey("b", "1")});
@@ -83,7 +85,7 @@ TEST(Spool, CommitGetContainsAndCounters) {
   EXPECT_EQ((*outbox)[1].index, 1u);
   EXPECT_EQ((*outbox)[0].count, 2u);
   IngestBatch single;
-  single.events = {Accepted("c", "1")};
+  single.events.Add(Accepted("c", "1"));
   ASSERT_TRUE(spool->CommitIngest(single));
   ASSERT_TRUE(spool->DeleteOutbox({{(*outbox)[0].seq, 2}}));
   EXPECT_EQ(spool->Stats().outbox_pending, 1);
@@ -100,15 +102,15 @@ TEST(Spool, SurvivesReopenAndContinuesOutboxSequence) {
   {
     auto spool = OpenAt(dir.path());
     IngestBatch batch;
-    batch.jobs = {Job("a", "1", 10)};
-    batch.events = {Accepted("a", "1")};
+    batch.jobs.Add(Job("a", "1", 10));
+    batch.events.Add(Accepted("a", "1"));
     ASSERT_TRUE(spool->CommitIngest(batch));
     last_seq = (*spool->ReadOutbox(10))[0].seq;
     ASSERT_TRUE(spool->Close());
   }
   auto spool = OpenAt(dir.path());
   IngestBatch batch;
-  batch.events = {Accepted("a", "2")};
+  batch.events.Add(Accepted("a", "2"));
   ASSERT_TRUE(spool->CommitIngest(batch));
   auto outbox = *spool->ReadOutbox(10);
   ASSERT_EQ(outbox.size(), 2u);
@@ -120,7 +122,7 @@ TEST(Spool, ReadOnlyOpenSeesALiveSpool) {
   TempDir dir;
   auto spool = OpenAt(dir.path());
   IngestBatch batch;
-  batch.jobs = {Job("a", "1", 10)};
+  batch.jobs.Add(Job("a", "1", 10));
   ASSERT_TRUE(spool->CommitIngest(batch));
   auto reader = OpenAt(dir.path(), /*read_only=*/true);
   ASSERT_TRUE(reader);
@@ -131,7 +133,9 @@ TEST(Spool, LeaseMovesDueEntries) {
   TempDir dir;
   auto spool = OpenAt(dir.path());
   IngestBatch batch;
-  batch.jobs = {Job("t", "late", 5000), Job("t", "early", 1000), Job("t", "mid", 2000)};
+  batch.jobs.Add(Job("t", "late", 5000));
+  batch.jobs.Add(Job("t", "early", 1000));
+  batch.jobs.Add(Job("t", "mid", 2000));
   ASSERT_TRUE(spool->CommitIngest(batch));
   EXPECT_EQ(**spool->NextDueMs(), 1000);
 
@@ -158,12 +162,13 @@ TEST(Spool, GroupedJobsLeaseInOrderAndKeepTheirRecords) {
   auto spool = OpenAt(dir.path());
   IngestBatch batch;
   for (const char* id : {"a", "b", "c", "d", "e"}) {
-    batch.jobs.push_back(Job("t", id, 1000));
-    batch.jobs.back().set_accepted_ms(1000);
-    batch.jobs.back().add_recipients()->set_address(std::string(id) + "@example.net");
+    batch.jobs.Add(Job("t", id, 1000));
+    batch.jobs[batch.jobs.size() - 1].set_accepted_ms(1000);
+    batch.jobs[batch.jobs.size() - 1].add_recipients()->set_address(std::string(id) +
+                                                                    "@example.net");
   }
-  batch.jobs.push_back(Job("t", "later", 3000));  // not_before: an entry of its own
-  batch.jobs.back().set_accepted_ms(1000);
+  batch.jobs.Add(Job("t", "later", 3000));  // not_before: an entry of its own
+  batch.jobs[batch.jobs.size() - 1].set_accepted_ms(1000);
   ASSERT_TRUE(spool->CommitIngest(batch));
   EXPECT_EQ(spool->Stats().oldest_queued_ms, 1000);
   auto c = spool->GetJob("t", "c");
@@ -224,8 +229,8 @@ TEST(Spool, BatchesAreAtomicAcrossKill) {
       IngestBatch batch;
       for (int i = 0; i < kBatch; ++i) {
         std::string id = std::to_string(b) + "-" + std::to_string(i);
-        batch.jobs.push_back(Job("t", id, b));
-        batch.events.push_back(Accepted("t", id));
+        batch.jobs.Add(Job("t", id, b));
+        batch.events.Add(Accepted("t", id));
       }
       if (!(*spool)->CommitIngest(batch)) _exit(2);
     }
