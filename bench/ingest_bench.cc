@@ -21,6 +21,7 @@
 #include "mailroom/ingest.h"
 #include "mailroom/spool.h"
 #include "metrics/ingest_probe.h"
+#include "util/allocator.h"
 
 namespace {
 
@@ -200,6 +201,7 @@ int main(int argc, char** argv) {
     if (flag == "--phases") phases = argv[i + 1];
   }
   spdlog::set_level(spdlog::level::warn);
+  mailroom::TuneAllocator();  // as mailroom's main does
   std::string tag =
       std::to_string(std::chrono::system_clock::now().time_since_epoch().count() % 1000000);
   std::printf(

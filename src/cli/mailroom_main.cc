@@ -1,5 +1,4 @@
 // mailroom: the outbound mail service. See README.md and docs/.
-#include <malloc.h>
 #include <prometheus/registry.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -19,6 +18,7 @@
 #include "mailroom/ingest.h"
 #include "mailroom/spool.h"
 #include "metrics/ingest_probe.h"
+#include "util/allocator.h"
 
 namespace {
 
@@ -104,13 +104,7 @@ int Run(const mailroom::Config& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Message bodies and rendered messages are buffers of up to megabytes,
-  // made and freed thousands of times a second. glibc's defaults hand such
-  // blocks back to the kernel (mmap, heap trimming), so each new one faults
-  // in fresh zeroed pages: 13 % of the CPU when delivering 100 KiB messages.
-  // Keeping them in the heap costs at most the trim threshold in idle memory.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mailroom::TuneAllocator();
   CLI::App app{
       "mailroom: outbound mail service. Consumes MailJob records from Kafka topics\n"
       "mail.jobs.<tenant>, spools them durably in RocksDB and reports DeliveryEvents.\n"

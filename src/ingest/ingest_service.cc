@@ -57,6 +57,9 @@ struct InflightBatch {
   Messages messages;
   BuiltBatch built;
   PreparedIngest prepared;
+  std::map<PartitionKey, int64_t> next_offsets;  // last offset + 1, by partition
+  int64_t earliest_due_ms = INT64_MAX;           // of the batch's jobs
+  size_t records = 0;                            // messages.size() before the writer frees them
   std::future<Status> written;
   Clock::time_point started;
 };
@@ -299,16 +302,33 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     auto prepared = spool_.PrepareIngest(*next.built.batch);
     if (!prepared) return std::unexpected(prepared.error());
     next.prepared = std::move(*prepared);
+    for (const auto& job : next.built.batch->jobs) {
+      next.earliest_due_ms = std::min(next.earliest_due_ms, job.due_ms());
+    }
+    for (const auto& m : batch) {
+      auto& o = next.next_offsets[{m->topic_name(), m->partition()}];
+      o = std::max(o, m->offset() + 1);
+    }
     return next;
   }
 
+  // The writer also frees what a written batch no longer needs (thousands of
+  // messages), off the ingest thread. A failed batch is kept whole, to retry.
   void Submit(Messages batch, InflightBatch next) {
     inflight_ = std::move(next);
+    inflight_->records = batch.size();
     inflight_->messages = std::move(batch);
     inflight_->started = Clock::now();
-    PreparedIngest* prepared = &inflight_->prepared;  // not touched until Settle() has waited
-    inflight_->written =
-        std::async(std::launch::async, [this, prepared] { return spool_.CommitIngest(*prepared); });
+    InflightBatch* b = &*inflight_;  // not touched here until Settle() has waited
+    inflight_->written = std::async(std::launch::async, [this, b] {
+      Status written = spool_.CommitIngest(b->prepared);
+      if (written) {
+        b->built.batch.reset();
+        b->prepared = {};
+        if (b->built.dead_letters.empty()) b->messages.clear();
+      }
+      return written;
+    });
   }
 
   // Waits for the write in flight. Written: counts it, dead-letters, stores
@@ -326,7 +346,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       return true;
     }
     probe_.BatchCommitted(std::chrono::duration<double>(Clock::now() - batch.started).count(),
-                          batch.messages.size());
+                          batch.records);
     if (failing_) {
       spdlog::info("ingest: spool writable again; resuming");
       health_.SetReady("spool");
@@ -334,13 +354,9 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       ApplyPause();
     }
     probe_.BatchTally(batch.built.tally);
-    if (on_spooled_ && !batch.built.batch->jobs.empty()) {
-      int64_t earliest = INT64_MAX;
-      for (const auto& job : batch.built.batch->jobs) earliest = std::min(earliest, job.due_ms());
-      on_spooled_(earliest);
-    }
+    if (on_spooled_ && batch.earliest_due_ms != INT64_MAX) on_spooled_(batch.earliest_due_ms);
     if (!PublishDeadLetters(batch.messages, batch.built.dead_letters)) return false;
-    StoreOffsets(batch.messages);
+    StoreOffsets(batch.next_offsets);
     return true;
   }
 
@@ -408,12 +424,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     return true;
   }
 
-  void StoreOffsets(const Messages& batch) {
-    std::map<PartitionKey, int64_t> next;
-    for (const auto& m : batch) {
-      auto& o = next[{m->topic_name(), m->partition()}];
-      o = std::max(o, m->offset() + 1);
-    }
+  void StoreOffsets(const std::map<PartitionKey, int64_t>& next) {
     PartitionList list;
     for (const auto& [tp, offset] : next) {
       list.parts.push_back(RdKafka::TopicPartition::create(tp.first, tp.second, offset));
