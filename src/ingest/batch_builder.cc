@@ -66,11 +66,19 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
     out.tally[tenant].rejected[std::string(reason)]++;
   };
 
-  std::vector<size_t> source;  // per element of `jobs`: its index in `records`
+  std::vector<size_t> source;         // per element of `jobs`: its index in `records`
+  std::vector<TenantTally*> tallies;  // per element of `jobs`
+  std::string_view topic;             // of the record before: records come in runs
+  std::string tenant;
+  TenantTally* tally = nullptr;
   for (size_t i = 0; i < records.size(); ++i) {
     const InboundRecord& r = records[i];
-    std::string tenant = TenantOf(r.topic);
-    out.tally[tenant].received++;
+    if (!tally || r.topic != topic) {
+      topic = r.topic;
+      tenant = TenantOf(topic);
+      tally = &out.tally[tenant];
+    }
+    tally->received++;
     if (tenant.empty()) {
       std::string detail = "topic '" + std::string(r.topic) + "' does not start with '" +
                            config_.kafka.topic_prefix + "'";
@@ -115,6 +123,7 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
     h->set_state(v1::JOB_STATE_QUEUED);
     h->set_note("accepted");  // the source topic, partition and offset are fields of the record
     source.push_back(i);
+    tallies.push_back(tally);
   }
 
   std::vector<std::string> keys;
@@ -127,13 +136,12 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
   for (int c = 0; c < jobs.size(); ++c) {
     const v1::JobRecord& record = jobs[c];
     const InboundRecord& r = records[source[c]];
-    TenantTally& tally = out.tally[record.tenant()];
     if ((*found)[c] || (pending && pending->count(keys[c])) ||
-        !out.job_keys.insert(keys[c]).second) {
-      tally.duplicates++;
+        !out.job_keys.insert(std::move(keys[c])).second) {
+      tallies[c]->duplicates++;
       continue;
     }
-    tally.accepted++;
+    tallies[c]->accepted++;
     v1::DeliveryEvent* e = events.Add();
     e->set_job_id(record.job().id());
     e->set_tenant(record.tenant());

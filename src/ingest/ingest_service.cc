@@ -1,5 +1,6 @@
 #include "mailroom/ingest.h"
 
+#include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -277,15 +278,14 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     }
   }
 
-  // Views of the records for the builder; topic names must outlive them.
+  // Views of the records for the builder, valid while the messages live.
   const std::vector<InboundRecord>& Records(Messages& batch) {
     records_.clear();
-    topics_.clear();
-    topics_.reserve(batch.size());
     for (const auto& m : batch) {
-      topics_.push_back(m->topic_name());
+      // The C name (alive as long as the message), not a copy per message.
+      std::string_view topic = rd_kafka_topic_name(m->c_ptr()->rkt);
       records_.push_back(InboundRecord{
-          topics_.back(), m->partition(), m->offset(),
+          topic, m->partition(), m->offset(),
           std::string_view(static_cast<const char*>(m->key_pointer()), m->key_len()),
           std::string_view(static_cast<const char*>(m->payload()), m->len()), IsJsonRecord(*m)});
     }
@@ -496,7 +496,6 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   std::optional<InflightBatch> inflight_;
   Messages carry_;  // polled, not yet written; first in the next batch
   std::vector<InboundRecord> records_;
-  std::vector<std::string> topics_;
   std::set<PartitionKey> assigned_;
   std::set<PartitionKey> revoked_;
   bool paused_ = false;
