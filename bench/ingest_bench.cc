@@ -2,6 +2,7 @@
 // RocksDB synced WriteBatches of the same bytes on the same disk, in one run.
 //   ingest_bench --brokers HOST:PORT --dir DIR [--sizes 2048,102400] [--jobs N,N]
 //                [--rounds 3] [--phases raw,shaped,consume,ingest]
+#include <librdkafka/rdkafka.h>
 #include <prometheus/registry.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
@@ -94,6 +95,19 @@ bool Publish(const std::string& brokers, const std::string& topic, int jobs, siz
     }
   }
   return (*producer)->flush(120000) == RdKafka::ERR_NO_ERROR;
+}
+
+// Deletes a round's topic, so the broker's disk does not fill run after run.
+void DeleteTopic(const std::string& brokers, const std::string& topic) {
+  auto producer = mailroom::MakeProducer(brokers, {});
+  if (!producer) return;
+  rd_kafka_t* rk = (*producer)->c_ptr();
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_DeleteTopic_t* del = rd_kafka_DeleteTopic_new(topic.c_str());
+  rd_kafka_DeleteTopics(rk, &del, 1, nullptr, queue);
+  if (rd_kafka_event_t* done = rd_kafka_queue_poll(queue, 30000)) rd_kafka_event_destroy(done);
+  rd_kafka_DeleteTopic_destroy(del);
+  rd_kafka_queue_destroy(queue);
 }
 
 // The ceiling Kafka sets on this machine: a bare consumer with ingest's fetch
@@ -233,6 +247,7 @@ int main(int argc, char** argv) {
       sync();
       if (on("consume")) consume.push_back(ConsumeOnly(brokers, topic_tag, jobs));
       if (on("ingest")) ingest.push_back(Ingest(brokers, dir + "/spool", topic_tag, jobs));
+      DeleteTopic(brokers, "mail.jobs.bench" + topic_tag);
       sync();
     }
     double m_raw = Median(raw), m_shaped = Median(shaped), m_consume = Median(consume),
