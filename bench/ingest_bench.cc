@@ -8,6 +8,7 @@
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
 #include <unistd.h>
 #include <algorithm>
 #include <atomic>
@@ -32,6 +33,20 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+// CPU time of this process, every thread (RocksDB's and librdkafka's too).
+double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return s(u.ru_utime) + s(u.ru_stime);
+}
+
+// A measured rate and the CPU it took, in microseconds a job.
+struct Rate {
+  double jobs_per_s = 0;
+  double cpu_us = 0;
+};
+
 mailroom::v1::MailJob Job(const std::string& id, size_t bytes) {
   mailroom::v1::MailJob job;
   job.set_id(id);
@@ -47,18 +62,19 @@ mailroom::v1::MailJob Job(const std::string& id, size_t bytes) {
 // `spool_shaped`, what Spool::CommitIngest writes besides: each value also
 // carries a ~200-byte job record, and each batch adds a due-index group (the
 // jobs' keys), an age-index group and its ~150-byte ACCEPTED events.
-double RawRocksDb(const std::string& dir, int jobs, size_t bytes, int batch, bool spool_shaped) {
+Rate RawRocksDb(const std::string& dir, int jobs, size_t bytes, int batch, bool spool_shaped) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   rocksdb::Options options;
   options.create_if_missing = true;
   rocksdb::DB* raw = nullptr;
-  if (!rocksdb::DB::Open(options, dir, &raw).ok()) return 0;
+  if (!rocksdb::DB::Open(options, dir, &raw).ok()) return {};
   std::unique_ptr<rocksdb::DB> db(raw);
   std::string value(bytes + (spool_shaped ? 200 : 0), 'v');
   rocksdb::WriteOptions wo;
   wo.sync = true;
   auto start = Clock::now();
+  double cpu = CpuSeconds();
   for (int i = 0; i < jobs;) {
     rocksdb::WriteBatch wb;
     std::string keys, events;
@@ -74,9 +90,9 @@ double RawRocksDb(const std::string& dir, int jobs, size_t bytes, int batch, boo
       wb.Put("age" + group, "");
       wb.Put("evt" + group, events);
     }
-    if (!db->Write(wo, &wb).ok()) return 0;
+    if (!db->Write(wo, &wb).ok()) return {};
   }
-  double rate = jobs / Seconds(start, Clock::now());
+  Rate rate{jobs / Seconds(start, Clock::now()), (CpuSeconds() - cpu) * 1e6 / jobs};
   db->Close();
   std::filesystem::remove_all(dir);
   return rate;
@@ -142,8 +158,7 @@ double ConsumeOnly(const std::string& brokers, const std::string& tag, int jobs)
 }
 
 // Mailroom ingest: time from the first spooled job to the last.
-double Ingest(const std::string& brokers, const std::string& dir, const std::string& tag,
-              int jobs) {
+Rate Ingest(const std::string& brokers, const std::string& dir, const std::string& tag, int jobs) {
   std::filesystem::remove_all(dir);
   mailroom::Config config;
   config.kafka.brokers = brokers;
@@ -152,34 +167,38 @@ double Ingest(const std::string& brokers, const std::string& dir, const std::str
   config.spool.path = dir;
   config.spool.high_water = config.spool.low_water = {};
   auto spool = mailroom::Spool::Open(config.spool);
-  if (!spool) return 0;
+  if (!spool) return {};
   prometheus::Registry registry;
   mailroom::IngestProbe probe(registry);
   mailroom::Health health;
   mailroom::IngestService ingest(config, **spool, probe, health);
-  if (!ingest.Start()) return 0;
+  if (!ingest.Start()) return {};
   std::atomic<bool> stop{false};
   std::thread runner([&] { (void)ingest.Run(stop); });
   Clock::time_point first{};
   int64_t at_first = 0;
+  double cpu = 0;
   auto deadline = Clock::now() + std::chrono::minutes(5);
   while (Clock::now() < deadline) {
     int64_t n = (*spool)->Stats().queued_jobs;
     if (n > 0 && at_first == 0) {
       first = Clock::now();
+      cpu = CpuSeconds();
       at_first = n;
     }
     if (n >= jobs) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   auto end = Clock::now();
+  cpu = CpuSeconds() - cpu;
   int64_t done = (*spool)->Stats().queued_jobs;
   stop = true;
   runner.join();
   (void)(*spool)->Close();
   std::filesystem::remove_all(dir);
-  if (done < jobs) return 0;
-  return (jobs - at_first) / Seconds(first, end);
+  if (done < jobs) return {};
+  return {(jobs - at_first) / Seconds(first, end),
+          cpu * 1e6 / static_cast<double>(jobs - at_first)};
 }
 
 std::vector<long> ParseList(const std::string& s) {
@@ -196,6 +215,13 @@ std::vector<long> ParseList(const std::string& s) {
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// The median rate, and the CPU of the run that measured it.
+Rate Median(std::vector<Rate> v) {
+  std::sort(v.begin(), v.end(),
+            [](const Rate& a, const Rate& b) { return a.jobs_per_s < b.jobs_per_s; });
+  return v.empty() ? Rate{} : v[v.size() / 2];
 }
 
 }  // namespace
@@ -225,12 +251,13 @@ int main(int argc, char** argv) {
       "| job size | jobs | raw RocksDB, same job bytes (jobs/s) | raw RocksDB, spool's write set "
       "(jobs/s) | Kafka consumer alone (jobs/s) "
       "| Kafka → mailroom spool (jobs/s) | ingest / raw | ingest / raw write set "
-      "| ingest / Kafka alone |\n");
-  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      "| ingest / Kafka alone | CPU µs/job: raw, ingest |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (size_t i = 0; i < sizes.size(); ++i) {
     int jobs = static_cast<int>(counts[std::min(i, counts.size() - 1)]);
     size_t bytes = static_cast<size_t>(sizes[i]);
-    std::vector<double> raw, shaped, consume, ingest;
+    std::vector<Rate> raw, shaped, ingest;
+    std::vector<double> consume;
     for (int r = 0; r < rounds; ++r) {
       std::string topic_tag = tag + "s" + std::to_string(bytes) + "r" + std::to_string(r);
       if (!Publish(brokers, "mail.jobs.bench" + topic_tag, jobs, bytes)) {
@@ -250,12 +277,14 @@ int main(int argc, char** argv) {
       DeleteTopic(brokers, "mail.jobs.bench" + topic_tag);
       sync();
     }
-    double m_raw = Median(raw), m_shaped = Median(shaped), m_consume = Median(consume),
-           m_ingest = Median(ingest);
+    Rate m_raw = Median(raw), m_shaped = Median(shaped), m_ingest = Median(ingest);
+    double m_consume = Median(consume);
     auto pct = [](double a, double b) { return b > 0 ? 100 * a / b : 0; };
-    std::printf("| %zu B | %d | %.0f | %.0f | %.0f | %.0f | %.0f %% | %.0f %% | %.0f %% |\n", bytes,
-                jobs, m_raw, m_shaped, m_consume, m_ingest, pct(m_ingest, m_raw),
-                pct(m_ingest, m_shaped), pct(m_ingest, m_consume));
+    std::printf(
+        "| %zu B | %d | %.0f | %.0f | %.0f | %.0f | %.0f %% | %.0f %% | %.0f %% | %.1f, %.1f |\n",
+        bytes, jobs, m_raw.jobs_per_s, m_shaped.jobs_per_s, m_consume, m_ingest.jobs_per_s,
+        pct(m_ingest.jobs_per_s, m_raw.jobs_per_s), pct(m_ingest.jobs_per_s, m_shaped.jobs_per_s),
+        pct(m_ingest.jobs_per_s, m_consume), m_raw.cpu_us, m_ingest.cpu_us);
     std::fflush(stdout);
   }
   return 0;

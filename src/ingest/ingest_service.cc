@@ -305,9 +305,17 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     for (const auto& job : next.built.batch->jobs) {
       next.earliest_due_ms = std::min(next.earliest_due_ms, job.due_ms());
     }
+    const char* topic = nullptr;  // records come in runs of one partition
+    int32_t partition = -1;
+    int64_t* next_offset = nullptr;
     for (const auto& m : batch) {
-      auto& o = next.next_offsets[{m->topic_name(), m->partition()}];
-      o = std::max(o, m->offset() + 1);
+      const char* t = rd_kafka_topic_name(m->c_ptr()->rkt);
+      if (t != topic || m->partition() != partition) {
+        topic = t;
+        partition = m->partition();
+        next_offset = &next.next_offsets[{topic, partition}];
+      }
+      *next_offset = std::max(*next_offset, m->offset() + 1);
     }
     return next;
   }
