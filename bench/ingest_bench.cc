@@ -23,7 +23,6 @@
 #include "mailroom/ingest.h"
 #include "mailroom/spool.h"
 #include "metrics/ingest_probe.h"
-#include "util/allocator.h"
 
 namespace {
 
@@ -241,7 +240,6 @@ int main(int argc, char** argv) {
     if (flag == "--phases") phases = argv[i + 1];
   }
   spdlog::set_level(spdlog::level::warn);
-  mailroom::TuneAllocator();  // as mailroom's main does
   std::string tag =
       std::to_string(std::chrono::system_clock::now().time_since_epoch().count() % 1000000);
   std::printf(

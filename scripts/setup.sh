@@ -9,7 +9,7 @@ packages=(
   librocksdb-dev librdkafka-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev prometheus-cpp-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-  libcurl4-openssl-dev libssl-dev libcpp-httplib-dev
+  libcurl4-openssl-dev libssl-dev libcpp-httplib-dev libgoogle-perftools-dev
   kcat openjdk-17-jre-headless maven curl procps util-linux e2fsprogs
   clang-format
   # delivery tests and benchmarks: Postfix (smtp-sink, smtp-source, the relay),

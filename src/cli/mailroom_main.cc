@@ -18,7 +18,6 @@
 #include "mailroom/ingest.h"
 #include "mailroom/spool.h"
 #include "metrics/ingest_probe.h"
-#include "util/allocator.h"
 
 namespace {
 
@@ -104,7 +103,6 @@ int Run(const mailroom::Config& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  mailroom::TuneAllocator();
   CLI::App app{
       "mailroom: outbound mail service. Consumes MailJob records from Kafka topics\n"
       "mail.jobs.<tenant>, spools them durably in RocksDB and reports DeliveryEvents.\n"
