@@ -44,8 +44,9 @@ struct IngestBatch {
   google::protobuf::RepeatedPtrField<v1::JobRecord> jobs;
   google::protobuf::RepeatedPtrField<v1::DeliveryEvent> events;
   // Empty, or one per job: its MailJob exactly as the producer serialized it
-  // (a view into the Kafka record, which outlives the write). The spool
-  // stores these bytes rather than serializing job() again.
+  // (a view into the Kafka record, alive until the write is prepared), or an
+  // empty view (a JSON record). The spool stores these bytes rather than
+  // serializing job() again.
   std::vector<std::string_view> job_bytes;
 };
 
@@ -61,8 +62,8 @@ class PreparedIngest {
  private:
   friend class Spool;
   std::unique_ptr<rocksdb::WriteBatch> batch_;
-  std::optional<std::string>
-      events_;  // the events' outbox value; its key (a seq) is taken at commit
+  // The events' outbox value; its key (a seq) is taken at commit.
+  std::optional<std::string> events_;
 };
 
 // One job's state change after a delivery attempt (or an expiry, a
