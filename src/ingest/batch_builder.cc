@@ -45,8 +45,9 @@ std::string BatchBuilder::TenantOf(std::string_view topic) const {
 // Every record is decoded straight into the batch's arena; jobs that fail
 // validation give their slot back, and duplicates are dropped after one
 // MultiGet for the lot.
-Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records, int64_t now_ms,
-                                       const std::unordered_set<std::string>* pending) const {
+Result<BuiltBatch> BatchBuilder::Build(
+    const std::vector<InboundRecord>& records, int64_t now_ms,
+    const std::vector<const std::unordered_set<std::string>*>& pending) const {
   BuiltBatch out;
   out.batch = std::make_unique<IngestBatch>();
   auto& jobs = out.batch->jobs;
@@ -136,8 +137,11 @@ Result<BuiltBatch> BatchBuilder::Build(const std::vector<InboundRecord>& records
   for (int c = 0; c < jobs.size(); ++c) {
     const v1::JobRecord& record = jobs[c];
     const InboundRecord& r = records[source[c]];
-    if ((*found)[c] || (pending && pending->count(keys[c])) ||
-        !out.job_keys.insert(std::move(keys[c])).second) {
+    auto writing = [&](const std::string& key) {
+      return std::any_of(pending.begin(), pending.end(),
+                         [&](const auto* keys) { return keys->count(key) > 0; });
+    };
+    if ((*found)[c] || writing(keys[c]) || !out.job_keys.insert(std::move(keys[c])).second) {
       tallies[c]->duplicates++;
       continue;
     }

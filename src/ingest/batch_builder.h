@@ -54,9 +54,10 @@ class BatchBuilder {
   BatchBuilder(const Config& config, Spool& spool)
       : config_(config), spool_(spool), validator_(config) {}
 
-  // `pending` holds JobKeys of a batch still being written: duplicates too.
-  Result<BuiltBatch> Build(const std::vector<InboundRecord>& records, int64_t now_ms,
-                           const std::unordered_set<std::string>* pending = nullptr) const;
+  // `pending`: the JobKeys of batches still being written; duplicates too.
+  Result<BuiltBatch> Build(
+      const std::vector<InboundRecord>& records, int64_t now_ms,
+      const std::vector<const std::unordered_set<std::string>*>& pending = {}) const;
 
   // Tenant named by a topic, or empty when the topic lacks the prefix.
   std::string TenantOf(std::string_view topic) const;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <future>
 #include <optional>
 #include <set>
@@ -25,6 +26,9 @@ using Messages = std::vector<MessagePtr>;
 using PartitionKey = std::pair<std::string, int32_t>;
 
 constexpr std::chrono::milliseconds kFirstRetry(100);
+// Ingest batches being written at once: while one is written, the next waits
+// in RocksDB's write queue, so the WAL never idles between batches.
+constexpr size_t kWritesInFlight = 2;
 constexpr std::chrono::milliseconds kMaxRetry(5000);
 
 int64_t WallMs() {
@@ -80,7 +84,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   std::function<void(int64_t)> on_spooled_;
 
   ~Impl() override {
-    if (inflight_) inflight_->written.wait();
+    for (auto& b : inflight_) b.written.wait();
     if (consumer_) consumer_->close();
   }
 
@@ -140,9 +144,12 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     return {};
   }
 
-  // Each turn polls a batch and prepares it while the previous batch's synced
-  // write completes, then settles that write and submits the new one. Records
-  // that could not be written wait in carry_, in order, for the next turn.
+  // Each turn polls a batch and prepares it while earlier batches' synced
+  // writes run (up to kWritesInFlight: RocksDB starts the next as soon as one
+  // ends), settles the writes that are done (the oldest, if the pipeline is
+  // full; all, once polling comes back empty) and submits the new batch.
+  // Records that could not be written wait in carry_, in order, for the next
+  // turn.
   Status Run(const std::atomic<bool>& stop) {
     stop_ = &stop;
     Messages batch;
@@ -154,7 +161,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       DropRevoked(batch);
       std::optional<Result<InflightBatch>> next;
       if (!batch.empty()) next = Prepare(batch);
-      if (!Settle()) break;
+      if (!SettleWrites(/*all=*/batch.empty())) break;
       if (!carry_.empty() || batch.empty()) {
         // The previous write failed: its records go first and all are rebuilt.
         std::move(batch.begin(), batch.end(), std::back_inserter(carry_));
@@ -170,7 +177,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       Submit(std::move(batch), std::move(**next));
       batch.clear();
     }
-    Settle();
+    SettleWrites(/*all=*/true);
     spdlog::info("ingest: stopping; committing offsets");
     RdKafka::ErrorCode rc = consumer_->commitSync();
     if (rc != RdKafka::ERR_NO_ERROR && rc != RdKafka::ERR__NO_OFFSET) {
@@ -204,7 +211,7 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
       // the next owner starts exactly after what this spool holds. Unwritten
       // records of these partitions are dropped; the next owner reads them.
       in_callback_ = true;
-      Settle();
+      SettleWrites(/*all=*/true);
       in_callback_ = false;
       RdKafka::ErrorCode rc = consumer->commitSync();
       if (rc != RdKafka::ERR_NO_ERROR && rc != RdKafka::ERR__NO_OFFSET) {
@@ -295,8 +302,9 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   // Decodes, validates and dedupes a poll batch, then serializes its write.
   Result<InflightBatch> Prepare(Messages& batch) {
     InflightBatch next;
-    auto built =
-        builder_.Build(Records(batch), WallMs(), inflight_ ? &inflight_->built.job_keys : nullptr);
+    std::vector<const std::unordered_set<std::string>*> writing;
+    for (const auto& b : inflight_) writing.push_back(&b.built.job_keys);
+    auto built = builder_.Build(Records(batch), WallMs(), writing);
     if (!built) return std::unexpected(built.error());
     next.built = std::move(*built);
     auto prepared = spool_.PrepareIngest(*next.built.batch);
@@ -323,12 +331,12 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   // The writer also frees what a written batch no longer needs (thousands of
   // messages), off the ingest thread. A failed batch is kept whole, to retry.
   void Submit(Messages batch, InflightBatch next) {
-    inflight_ = std::move(next);
-    inflight_->records = batch.size();
-    inflight_->messages = std::move(batch);
-    inflight_->started = Clock::now();
-    InflightBatch* b = &*inflight_;  // not touched here until Settle() has waited
-    inflight_->written = std::async(std::launch::async, [this, b] {
+    InflightBatch* b = &inflight_.emplace_back(std::move(next));  // a deque: b stays put
+    b->records = batch.size();
+    b->messages = std::move(batch);
+    b->started = Clock::now();
+    // Not touched here until Settle() has waited.
+    b->written = std::async(std::launch::async, [this, b] {
       Status written = spool_.CommitIngest(b->prepared);
       if (written) {
         b->built.batch.reset();
@@ -339,33 +347,59 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     });
   }
 
-  // Waits for the write in flight. Written: counts it, dead-letters, stores
-  // offsets. Failed: its records go to carry_ to be retried. Returns false
-  // only when stopping with dead letters unpublished (offsets not stored).
+  // Settles writes in flight, oldest first: those already done, the oldest
+  // while kWritesInFlight are in flight, and every one when `all`.
+  bool SettleWrites(bool all) {
+    while (!inflight_.empty()) {
+      bool done =
+          inflight_.front().written.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+      if (!done && !all && inflight_.size() < kWritesInFlight) break;
+      if (!Settle()) return false;
+    }
+    return true;
+  }
+
+  // Waits for the oldest write in flight. Written: counts it, dead-letters,
+  // stores offsets. Failed: its records go to carry_ to be retried, followed
+  // by those of the later batches that were not written either; a later one
+  // that was is counted but its offsets are not stored (they would pass the
+  // failed batch's), and its jobs are duplicates when read again. Returns
+  // false only when stopping with dead letters unpublished.
   bool Settle() {
-    if (!inflight_) return true;
-    Status written = inflight_->written.get();  // before moving: the writer reads it in place
-    InflightBatch batch = std::move(*inflight_);
-    inflight_.reset();
+    if (inflight_.empty()) return true;
+    Status written = inflight_.front().written.get();  // before moving: the writer uses it
+    InflightBatch batch = std::move(inflight_.front());
+    inflight_.pop_front();
     if (!written) {
       OnWriteFailure(written.error());
-      std::move(carry_.begin(), carry_.end(), std::back_inserter(batch.messages));
-      carry_ = std::move(batch.messages);
+      Messages retry = std::move(batch.messages);
+      for (auto& later : inflight_) {
+        if (later.written.get()) Count(later);
+        std::move(later.messages.begin(), later.messages.end(), std::back_inserter(retry));
+      }
+      inflight_.clear();
+      std::move(carry_.begin(), carry_.end(), std::back_inserter(retry));
+      carry_ = std::move(retry);
       return true;
     }
-    probe_.BatchCommitted(std::chrono::duration<double>(Clock::now() - batch.started).count(),
-                          batch.records);
     if (failing_) {
       spdlog::info("ingest: spool writable again; resuming");
       health_.SetReady("spool");
       failing_ = false;
       ApplyPause();
     }
-    probe_.BatchTally(batch.built.tally);
-    if (on_spooled_ && batch.earliest_due_ms != INT64_MAX) on_spooled_(batch.earliest_due_ms);
+    Count(batch);
     if (!PublishDeadLetters(batch.messages, batch.built.dead_letters)) return false;
     StoreOffsets(batch.next_offsets);
     return true;
+  }
+
+  // A written batch: metrics, and the dispatcher told of its jobs.
+  void Count(const InflightBatch& batch) {
+    probe_.BatchCommitted(std::chrono::duration<double>(Clock::now() - batch.started).count(),
+                          batch.records);
+    probe_.BatchTally(batch.built.tally);
+    if (on_spooled_ && batch.earliest_due_ms != INT64_MAX) on_spooled_(batch.earliest_due_ms);
   }
 
   void OnWriteFailure(const Error& error) {
@@ -501,8 +535,8 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
   std::unique_ptr<DeadLetterPublisher> deadletter_;
   const std::atomic<bool>* stop_ = nullptr;
-  std::optional<InflightBatch> inflight_;
-  Messages carry_;  // polled, not yet written; first in the next batch
+  std::deque<InflightBatch> inflight_;  // oldest first
+  Messages carry_;                      // polled, not yet written; first in the next batch
   std::vector<InboundRecord> records_;
   std::set<PartitionKey> assigned_;
   std::set<PartitionKey> revoked_;

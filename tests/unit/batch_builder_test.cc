@@ -149,7 +149,7 @@ TEST_F(BatchBuilderTest, JobsOfABatchStillBeingWrittenAreDuplicates) {
   BatchBuilder builder(config_, *spool_);
   auto built = builder.Build(
       {Record("mail.jobs.billing", Binary("w1"), 1), Record("mail.jobs.billing", Binary("w2"), 2)},
-      kNow, &pending);
+      kNow, {&pending});
   ASSERT_TRUE(built);
   ASSERT_EQ(built->batch->jobs.size(), 1u);
   EXPECT_EQ(built->batch->jobs[0].job().id(), "w2");
