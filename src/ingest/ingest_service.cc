@@ -26,9 +26,11 @@ using Messages = std::vector<MessagePtr>;
 using PartitionKey = std::pair<std::string, int32_t>;
 
 constexpr std::chrono::milliseconds kFirstRetry(100);
-// Ingest batches being written at once: while one is written, the next waits
-// in RocksDB's write queue, so the WAL never idles between batches.
-constexpr size_t kWritesInFlight = 2;
+// Ingest batches being written at once: while one is written, the next ones
+// wait in RocksDB's write queue and go together (one WAL write, one fsync),
+// so the WAL never idles between batches. 3 beat 2 by ~10 % in paired runs
+// at 2 KiB; 4 was no better.
+constexpr size_t kWritesInFlight = 3;
 constexpr std::chrono::milliseconds kMaxRetry(5000);
 
 int64_t WallMs() {
