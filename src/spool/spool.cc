@@ -75,6 +75,10 @@ Status Spool::OpenDb() {
   options.max_background_jobs = 2;
   options.bytes_per_sync = 1 << 20;
   options.keep_log_file_num = 5;
+  // Writers queued behind a write (ingest keeps several in flight) block
+  // instead of spinning first: spinning takes a core from the work that
+  // feeds the writes (~6 % more ingest at 2 KiB in paired runs).
+  options.enable_write_thread_adaptive_yield = false;
   options.info_log_level = rocksdb::WARN_LEVEL;
   options.info_log = std::make_shared<SpdlogLogger>(rocksdb::WARN_LEVEL);
   // A write that failed (ENOSPC) leaves a torn record at the end of its WAL;
