@@ -128,12 +128,10 @@ void DeleteTopic(const std::string& brokers, const std::string& topic) {
 // The ceiling Kafka sets on this machine: a bare consumer with ingest's fetch
 // settings, reading the same topic and doing nothing with the records.
 double ConsumeOnly(const std::string& brokers, const std::string& tag, int jobs) {
-  auto conf = mailroom::MakeKafkaConf({{"bootstrap.servers", brokers},
-                                       {"group.id", "bench-consume-" + tag},
-                                       {"auto.offset.reset", "earliest"},
-                                       {"enable.auto.commit", "false"},
-                                       {"max.partition.fetch.bytes", "8388608"},
-                                       {"fetch.max.bytes", "67108864"}});
+  mailroom::KafkaConfig kafka;
+  kafka.brokers = brokers;
+  kafka.group_id = "bench-consume-" + tag;
+  auto conf = mailroom::MakeKafkaConf(mailroom::IngestConsumerProps(kafka));
   if (!conf) return 0;
   std::string err;
   std::unique_ptr<RdKafka::KafkaConsumer> consumer(

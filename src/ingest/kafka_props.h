@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "mailroom/config.h"
 #include "mailroom/result.h"
 
 namespace mailroom {
@@ -16,6 +17,10 @@ using KafkaProps = std::map<std::string, std::string>;
 // Applies `base`, then `overrides` (config kafka.properties win).
 Result<std::unique_ptr<RdKafka::Conf>> MakeKafkaConf(const KafkaProps& base,
                                                      const KafkaProps& overrides = {});
+
+// Ingest's consumer: a consumer group storing offsets only once written,
+// with fetches and a prefetch queue sized for mail jobs.
+KafkaProps IngestConsumerProps(const KafkaConfig& kafka);
 
 // An idempotent producer (acks=all) for dead letters and tools; `reports`,
 // when given, receives every delivery report.
