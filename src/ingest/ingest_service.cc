@@ -293,7 +293,9 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
     const char* topic = nullptr;  // records come in runs of one partition
     int32_t partition = -1;
     int64_t* next_offset = nullptr;
+    next.records = batch.size();
     for (const auto& m : batch) {
+      next.bytes += m->len();
       const char* t = rd_kafka_topic_name(m->c_ptr()->rkt);
       if (t != topic || m->partition() != partition) {
         topic = t;
@@ -309,8 +311,6 @@ class IngestService::Impl : public RdKafka::RebalanceCb, public RdKafka::EventCb
   // messages), off the ingest thread. A failed batch is kept whole, to retry.
   void Submit(Messages batch, InflightBatch next) {
     InflightBatch* b = &inflight_.emplace_back(std::move(next));  // a deque: b stays put
-    b->records = batch.size();
-    for (const auto& m : batch) b->bytes += m->len();
     b->messages = std::move(batch);
     b->started = Clock::now();
     // Not touched here until Settle() has waited.
